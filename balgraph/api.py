@@ -1,0 +1,183 @@
+"""``balgraph.solve``: graph -> Problem -> structure check -> solver -> result -> labels."""
+
+from __future__ import annotations
+
+import importlib
+import time
+import warnings
+from collections.abc import Callable
+
+import networkx as nx
+import numpy as np
+
+from ._logsum import VariableSides, logsumexp
+from .errors import ConvergenceWarning, NetworkError
+from .network import WeightSpec, compile_network
+from .problem import Problem
+from .regularizers import Regularizer, as_regularizer
+from .result import BalanceResult, SolverOutput
+
+__all__ = ["solve", "as_problem", "imbalance", "METHODS"]
+
+# method name -> "module:function"; solvers are imported on first use so that optional
+# dependencies (cvxpy) cost nothing until asked for.
+METHODS: dict[str, str] = {
+    "newton": "balgraph.newton:solve_newton",
+    "stochastic": "balgraph.iterative:solve_stochastic",
+    "random_sweep": "balgraph.iterative:solve_random_sweep",
+    "cyclic": "balgraph.iterative:solve_cyclic",
+    "parallel": "balgraph.iterative:solve_parallel",
+    "alternating": "balgraph.iterative:solve_alternating",
+    "cvxpy": "balgraph.cvx:solve_cvxpy",
+    "cvxpy_dgp": "balgraph.cvx:solve_cvxpy_dgp",
+}
+
+
+def as_problem(network: nx.DiGraph | Problem, weights: WeightSpec = "weight") -> Problem:
+    """Compile ``network`` unless it already is a :class:`Problem`."""
+    if isinstance(network, Problem):
+        return network
+    return compile_network(network, weights)
+
+
+def _solver(method: str) -> Callable[..., SolverOutput]:
+    try:
+        target = METHODS[method]
+    except KeyError:
+        raise NetworkError(
+            f"unknown method {method!r}: choose one of {', '.join(sorted(METHODS))}"
+        ) from None
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def imbalance(problem: Problem, regularizer: Regularizer, u: np.ndarray) -> np.ndarray:
+    """Relative imbalance ``(P_k − N_k)/(P_k + N_k)`` of every variable at potentials ``u``.
+
+    For an untied unit with the L_p cost this is ``(in − c·out)/(in + c·out)`` with
+    ``in = Σ_IN |w|^p`` and ``out = Σ_OUT |w|^p`` (eqs. 5.8 and 6.7); 0 means balanced.
+    """
+    t = problem.edge_log_scale(u)
+    _, log_d1, _ = regularizer.edge_terms(problem.log_abs_weight, t)
+    sides = _sides(problem)
+    return sides.relative_imbalance(*sides.log_sides(log_d1))
+
+
+def _sides(problem: Problem) -> VariableSides:
+    cached = problem.__dict__.get("_variable_sides")
+    if cached is None:
+        cached = VariableSides(problem.G)
+        object.__setattr__(problem, "_variable_sides", cached)
+    return cached
+
+
+def solve(
+    network: nx.DiGraph | Problem,
+    weights: WeightSpec = "weight",
+    p: float = 2.0,
+    *,
+    method: str = "newton",
+    tol: float = 1e-10,
+    max_iter: int | None = None,
+    regularizer: Regularizer | None = None,
+    unreachable: str = "raise",
+    seed: int | None = None,
+    callback: Callable | None = None,
+    **options,
+) -> BalanceResult:
+    """Find the balanced state: the rescaling that minimizes the weight cost (Theorem 9.1).
+
+    Minimizes ``R(u) = Σ_e |w_e|^p exp(p (G u)_e)`` over potentials ``u = log Λ`` of the free
+    units (eq. 9.6 with ``L = G u``). At the minimum every free unit is balanced,
+    ``Σ_IN |w|^p = c Σ_OUT |w|^p`` (eqs. 5.8, 6.7), and the network function is unchanged.
+
+    Parameters
+    ----------
+    network : networkx.DiGraph or Problem
+        The network (see :mod:`balgraph.network` for the node attributes read), or an already
+        compiled :class:`Problem` (e.g. from :meth:`Problem.from_layers`).
+    weights : str, mapping or callable
+        Edge weights, networkx's ``weight=`` convention. Ignored for a ``Problem``.
+    p : float
+        The exponent of the L_p cost, ``p > 0``.
+    method : str
+        ``"newton"`` (global, default), an iterative schedule (``"stochastic"``, ``"random_sweep"``,
+        ``"cyclic"``, ``"parallel"``, ``"alternating"``) or ``"cvxpy"`` / ``"cvxpy_dgp"`` (small graphs).
+    tol : float
+        Stop when every free unit's relative imbalance ``|in − c·out|/(in + c·out)`` is ``<= tol``.
+    max_iter : int, optional
+        Newton iterations or sweeps; the method's default if omitted.
+    regularizer : Regularizer, optional
+        A cost other than L_p (overrides ``p``).
+    unreachable : {"raise", "fix", "prune"}
+        What to do with free units that have no finite optimum (balgraph.structure): raise
+        :class:`NoFiniteOptimumError`, keep them at scale 1, or zero their weights (the infimum;
+        the function is unchanged) and keep them at scale 1.
+    seed : int, optional
+        Seed of the random schedules.
+    callback : callable, optional
+        Called by iterative methods with ``(iteration, u)``.
+    **options
+        Passed on to the method.
+
+    Returns
+    -------
+    BalanceResult
+
+    Examples
+    --------
+    >>> import networkx as nx, balgraph
+    >>> g = nx.DiGraph([("x", "h", {"weight": 4.0}), ("h", "y", {"weight": 1.0})])
+    >>> res = balgraph.solve(g, p=2)
+    >>> round(res.weights[("x", "h")], 12), round(res.weights[("h", "y")], 12)
+    (2.0, 2.0)
+    """
+    reg = as_regularizer(p, regularizer)
+    if tol is None or not tol > 0:
+        raise NetworkError(f"tol must be > 0, got {tol!r}")
+    problem = as_problem(network, weights)
+    from .structure import ensure_finite_optimum
+
+    solvable = ensure_finite_optimum(problem, unreachable)
+    solver = _solver(method)
+    start = time.perf_counter()
+    out = solver(
+        solvable, reg, tol=tol, max_iter=max_iter, seed=seed, callback=callback, **options
+    )
+    elapsed = time.perf_counter() - start
+    u = np.asarray(out.u, dtype=np.float64)
+    if not np.all(np.isfinite(u)):
+        raise RuntimeError(f"method {method!r} returned non-finite potentials; this is a bug")
+    # Results are stated on the caller's problem: pruned edges come back as zeros.
+    node_u = solvable.node_potentials(u)
+    u_orig = problem.variable_potentials(node_u) if problem.n_vars else u[:0]
+    weight_array = solvable.weight * np.exp(solvable.edge_log_scale(u))
+    r = imbalance(solvable, reg, u)
+    max_imb = float(np.max(np.abs(r), initial=0.0))
+    t = solvable.edge_log_scale(u)
+    log_before = reg.log_cost(problem.log_abs_weight)
+    log_after = logsumexp(reg.edge_terms(solvable.log_abs_weight, t)[0])
+    if not out.converged:
+        warnings.warn(
+            f"{method} did not reach tol={tol:g} (max relative imbalance {max_imb:.3g} after"
+            f" {out.iterations} iterations): {out.message}",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    info = dict(out.info, time=elapsed)
+    return BalanceResult(
+        problem=problem,
+        potentials=u_orig,
+        weight_array=weight_array,
+        log_cost_before=log_before,
+        log_cost_after=log_after,
+        converged=bool(out.converged),
+        iterations=int(out.iterations),
+        max_imbalance=max_imb,
+        method=method,
+        message=out.message,
+        history=out.history,
+        info=info,
+        graph=network if isinstance(network, nx.DiGraph) else None,
+        weight_attr=weights if isinstance(weights, str) else "weight",
+    )
