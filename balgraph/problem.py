@@ -168,6 +168,13 @@ class Problem:
             a.setflags(write=False)
         return cls(nodes, src, dst, weight, is_fixed, deg, var, roles, tuple(layers))
 
+    @classmethod
+    def from_layers(cls, matrices, biases=None, **kwargs) -> Problem:
+        """Build an MLP problem from layer matrices; see :func:`balgraph.layers.problem_from_layers`."""
+        from .layers import problem_from_layers
+
+        return problem_from_layers(matrices, biases, **kwargs)
+
     # ------------------------------------------------------------------ sizes and maps
     @property
     def n_nodes(self) -> int:

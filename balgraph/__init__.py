@@ -1,0 +1,43 @@
+"""balgraph: the unique balanced state of a neural network.
+
+In a network of positively homogeneous units, scaling a hidden unit's incoming weights by
+``λ > 0`` and its outgoing weights by ``1/λ^c`` leaves the function unchanged. Among these
+rescalings exactly one minimizes an L_p weight cost; there every hidden unit is balanced.
+balgraph finds it by the paper's local balancing algorithms and by a global convex solver.
+"""
+
+from .api import imbalance, solve
+from .errors import (
+    BalgraphError,
+    ConvergenceWarning,
+    NetworkError,
+    NoFiniteOptimumError,
+    SolverError,
+)
+from .layers import problem_from_layers
+from .network import compile_network
+from .problem import Layer, Problem
+from .regularizers import Lp, Regularizer
+from .result import BalanceResult
+from .structure import Diagnosis, diagnose
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BalanceResult",
+    "BalgraphError",
+    "ConvergenceWarning",
+    "Diagnosis",
+    "Layer",
+    "Lp",
+    "NetworkError",
+    "NoFiniteOptimumError",
+    "Problem",
+    "Regularizer",
+    "SolverError",
+    "compile_network",
+    "diagnose",
+    "imbalance",
+    "problem_from_layers",
+    "solve",
+]
