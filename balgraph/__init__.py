@@ -17,7 +17,7 @@ from .errors import (
 from .layers import problem_from_layers
 from .network import compile_network
 from .problem import Layer, Problem
-from .regularizers import Lp, Regularizer
+from .regularizers import ElasticNet, Lp, PowerSum, Regularizer
 from .result import BalanceResult
 from .structure import Diagnosis, diagnose
 
@@ -29,7 +29,9 @@ __all__ = [
     "ConvergenceWarning",
     "Diagnosis",
     "Layer",
+    "ElasticNet",
     "Lp",
+    "PowerSum",
     "NetworkError",
     "NoFiniteOptimumError",
     "Problem",

@@ -71,6 +71,21 @@ def _sides(problem: Problem) -> VariableSides:
     return cached
 
 
+def _bind_coefficients(reg: Regularizer, network, problem: Problem) -> Regularizer:
+    """Resolve edge-attribute / mapping / callable coefficients into per-edge arrays."""
+    specs = reg.coefficient_specs()
+    if not specs:
+        return reg
+    if not isinstance(network, nx.DiGraph):
+        raise NetworkError(
+            "regularizer coefficients given as an attribute name, mapping or callable need a"
+            " networkx network; for a Problem pass per-edge arrays in the compiled edge order"
+        )
+    from .network import edge_values
+
+    return reg.bind({p: edge_values(network, spec, problem) for p, spec in specs.items()})
+
+
 def solve(
     network: nx.DiGraph | Problem,
     weights: WeightSpec = "weight",
@@ -136,9 +151,10 @@ def solve(
     if tol is None or not tol > 0:
         raise NetworkError(f"tol must be > 0, got {tol!r}")
     problem = as_problem(network, weights)
+    reg = _bind_coefficients(reg, network, problem)
     from .structure import ensure_finite_optimum
 
-    solvable = ensure_finite_optimum(problem, unreachable)
+    solvable = ensure_finite_optimum(problem, unreachable, active=reg.active(problem.n_edges))
     solver = _solver(method)
     start = time.perf_counter()
     out = solver(

@@ -25,7 +25,7 @@ import numpy as np
 from .errors import NetworkError, name_some
 from .problem import Problem
 
-__all__ = ["compile_network", "HOMOGENEOUS_ACTIVATIONS", "WeightSpec"]
+__all__ = ["compile_network", "edge_values", "HOMOGENEOUS_ACTIVATIONS", "WeightSpec"]
 
 HOMOGENEOUS_ACTIVATIONS = frozenset({"relu", "leaky_relu", "linear", "identity", "bilu", "bipu"})
 
@@ -154,3 +154,21 @@ def _check_tie_roles(nodes, roles, fixed, tie) -> None:
         raise NetworkError(
             f"visible unit(s) {name_some(visible)} carry a 'tie': only hidden units can be tied"
         )
+
+
+def edge_values(graph: nx.DiGraph, spec: WeightSpec, problem: Problem) -> np.ndarray:
+    """Per-edge numbers (in ``problem``'s edge order) from an attribute name, mapping or callable.
+
+    Used for per-edge regularizer coefficients; an edge without the attribute gets 1.
+    """
+    if isinstance(spec, str):
+        name = spec
+        get = lambda j, i, data: data.get(name, 1.0)  # noqa: E731
+    else:
+        get = edge_weight_getter(graph, spec)
+    nodes = problem.nodes
+    raw = [
+        get(nodes[j], nodes[i], graph.edges[nodes[j], nodes[i]])
+        for j, i in zip(problem.src.tolist(), problem.dst.tolist())
+    ]
+    return _as_float_weights(raw, [problem.edge_label(e) for e in range(problem.n_edges)])

@@ -48,8 +48,11 @@ class Diagnosis:
         return self.units.size == 0
 
 
-def diagnose(problem: Problem) -> Diagnosis:
+def diagnose(problem: Problem, active: np.ndarray | None = None) -> Diagnosis:
     """Find the free units with no finite optimum, in O(edges).
+
+    ``active`` marks the edges that carry cost (default: the non-zero weights); edges with a
+    zero weight or a zero regularizer coefficient play no role.
 
     Examples
     --------
@@ -62,7 +65,7 @@ def diagnose(problem: Problem) -> Diagnosis:
     nv = problem.n_vars
     ground = nv
     node_of = np.where(problem.fixed, ground, problem.var)
-    nz = problem.weight != 0
+    nz = problem.weight != 0 if active is None else (problem.weight != 0) & active
     a, b = node_of[problem.src[nz]], node_of[problem.dst[nz]]
     keep = a != b
     adj = sp.csr_matrix(
@@ -72,7 +75,7 @@ def diagnose(problem: Problem) -> Diagnosis:
     reached_from_ground = _reachable(adj, ground, nv + 1)
     bad_var = ~(reaches_ground & reached_from_ground)[:nv]
     if bad_var.any() and np.any(problem.degree[~problem.fixed] != 1.0):
-        if _balanced_costs_exist(problem):
+        if _balanced_costs_exist(problem, nz):
             bad_var[:] = False
     unit_var = np.where(problem.fixed, nv, problem.var)
     bad_unit = np.concatenate([bad_var, [False]])[unit_var]
@@ -92,10 +95,9 @@ def _reachable(adj: sp.csr_matrix, start: int, n: int) -> np.ndarray:
     return seen
 
 
-def _balanced_costs_exist(problem: Problem) -> bool:
+def _balanced_costs_exist(problem: Problem, nz: np.ndarray) -> bool:
     from scipy.optimize import linprog
 
-    nz = problem.weight != 0
     g = problem.G[np.flatnonzero(nz)]
     res = linprog(
         np.zeros(g.shape[0]), A_eq=g.T.tocsr(), b_eq=np.zeros(g.shape[1]),
@@ -104,7 +106,9 @@ def _balanced_costs_exist(problem: Problem) -> bool:
     return res.status == 0
 
 
-def ensure_finite_optimum(problem: Problem, unreachable: str = "raise") -> Problem:
+def ensure_finite_optimum(
+    problem: Problem, unreachable: str = "raise", active: np.ndarray | None = None
+) -> Problem:
     """Return a problem in which every free unit has a finite optimum.
 
     ``unreachable="raise"`` raises :class:`NoFiniteOptimumError` naming the units;
@@ -114,7 +118,7 @@ def ensure_finite_optimum(problem: Problem, unreachable: str = "raise") -> Probl
     """
     if unreachable not in ("raise", "fix", "prune"):
         raise NetworkError(f"unreachable must be 'raise', 'fix' or 'prune', not {unreachable!r}")
-    diag = diagnose(problem)
+    diag = diagnose(problem, active)
     if diag.ok:
         return problem
     units = diag.units
