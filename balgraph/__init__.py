@@ -14,6 +14,8 @@ from .errors import (
     NoFiniteOptimumError,
     SolverError,
 )
+from .forward import forward
+from .gallery import workload
 from .layers import problem_from_layers
 from .network import compile_network
 from .problem import Layer, Problem
@@ -39,7 +41,9 @@ __all__ = [
     "SolverError",
     "compile_network",
     "diagnose",
+    "forward",
     "imbalance",
     "problem_from_layers",
     "solve",
+    "workload",
 ]

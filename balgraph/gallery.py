@@ -5,15 +5,39 @@ Everything here is generated from a seed; nothing is downloaded.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Hashable, Mapping
+
 import networkx as nx
 import numpy as np
 
-__all__ = ["random_network", "layer_scales"]
+from .errors import NetworkError
+from .gallery_workloads import (
+    autoencoder,
+    deep_mlp,
+    dense_mlp,
+    layer_scales,
+    locally_connected,
+    recurrent,
+    resnet_channels,
+    wide_mlp,
+)
+from .problem import Problem
 
-
-def layer_scales(n_layers: int, rng: np.random.Generator, spread: float = 2.0) -> np.ndarray:
-    """Per-layer weight scales ``exp(U(-spread, spread))``: far from balanced (design.md §4)."""
-    return np.exp(rng.uniform(-spread, spread, size=n_layers))
+__all__ = [
+    "WORKLOADS",
+    "as_graph",
+    "autoencoder",
+    "deep_mlp",
+    "dense_mlp",
+    "layer_scales",
+    "locally_connected",
+    "random_network",
+    "recurrent",
+    "resnet_channels",
+    "wide_mlp",
+    "workload",
+]
 
 
 def random_network(
@@ -79,7 +103,7 @@ def random_network(
         n_layers = int(rng.integers(2, 4))
         cuts = np.sort(rng.choice(np.arange(1, n_hidden), size=min(n_layers - 1, n_hidden - 1), replace=False))
         layers = [inputs] + [list(part) for part in np.split(np.array(hidden), cuts)] + [outputs]
-        for a, b in zip(layers[:-1], layers[1:]):
+        for a, b in itertools.pairwise(layers):
             for j in a:
                 for i in b:
                     g.add_edge(j, i, weight=w())
@@ -112,8 +136,8 @@ def random_network(
                 g.add_edge("b", i, weight=w())
 
     order = rng.permutation(n_hidden)
-    n_tanh = int(round(tanh_fraction * n_hidden))
-    n_bipu = int(round(bipu_fraction * n_hidden))
+    n_tanh = round(tanh_fraction * n_hidden)
+    n_bipu = round(bipu_fraction * n_hidden)
     for k in order[:n_tanh]:
         g.nodes[hidden[k]]["activation"] = "tanh"
     for k in order[n_tanh:n_tanh + n_bipu]:
@@ -122,4 +146,107 @@ def random_network(
     for t in range(min(n_ties, len(bilu) // 2)):
         g.nodes[bilu[2 * t]]["tie"] = f"t{t}"
         g.nodes[bilu[2 * t + 1]]["tie"] = f"t{t}"
+    return g
+
+
+# name -> (builder, full-size keyword arguments, small-size keyword arguments, hidden activation)
+WORKLOADS: dict[str, tuple] = {
+    "W1": (autoencoder, {}, {"sizes": (20, 10, 5, 10, 20)}, "relu"),
+    "W2": (
+        locally_connected, {},
+        {"image": (3, 8, 8), "lc": ((4, 3), (4, 3), (4, 2)), "fc": (12, 6, 3)}, "leaky_relu",
+    ),
+    "W3": (deep_mlp, {}, {"depth": 10, "width": 8}, "relu"),
+    "W4": (recurrent, {}, {"n_hidden": 200, "n_edges": 2000, "n_inputs": 5, "n_outputs": 3}, "relu"),
+    "W5": (wide_mlp, {}, {"sizes": (64, 128, 128, 10)}, "relu"),
+    "W6": (resnet_channels, {}, {"widths": (4, 8), "blocks": 1}, "relu"),
+}
+_ALIASES = {
+    "autoencoder": "W1", "locally_connected": "W2", "deep_mlp": "W3", "recurrent": "W4",
+    "wide_mlp": "W5", "resnet_channels": "W6",
+}
+
+
+def workload(name: str, seed: int = 0, size: str = "full") -> Problem:
+    """The workload ``name`` of design.md §4 as a :class:`Problem`.
+
+    ====  =========================================================  ==========================
+    name  full size                                                  ``size="small"``
+    ====  =========================================================  ==========================
+    W1    784-200-100-50-100-200-784 ReLU autoencoder, biases        20-10-5-10-20
+    W2    LC CIFAR net (leaky ReLU), 3.74 M weights                  3×8×8 image, 4 channels
+    W3    100 hidden layers of width 64, ReLU                        10 layers of width 8
+    W4    recurrent, 20 000 hidden, 1 M edges, self-loops            200 hidden, 2 000 edges
+    W5    1024-4096-4096-4096-4096-1000 (58.7 M weights, 470 MB)     64-128-128-10
+    W6    ResNet channel graph, widths 16/32/64 × 3 blocks, ties     widths 4/8 × 1 block
+    ====  =========================================================  ==========================
+
+    Parameters
+    ----------
+    name : str
+        ``"W1"`` … ``"W6"``, or the builder's name (``"autoencoder"``, ``"recurrent"``, ...).
+    seed : int
+        Seed of the weights (and of the edges of W4).
+    size : {"full", "small"}
+
+    Notes
+    -----
+    ``WORKLOADS[name][3]`` is the hidden activation, to pass to
+    :func:`balgraph.forward.forward` or :func:`as_graph` (a Problem does not record it).
+
+    Examples
+    --------
+    >>> workload("W3", size="small").n_vars
+    80
+    """
+    key = _ALIASES.get(name, name)
+    if key not in WORKLOADS:
+        raise NetworkError(
+            f"unknown workload {name!r}: use one of {', '.join(WORKLOADS)} or {', '.join(_ALIASES)}"
+        )
+    if size not in ("full", "small"):
+        raise NetworkError(f"size must be 'full' or 'small', not {size!r}")
+    builder, full, small, _ = WORKLOADS[key]
+    return builder(seed, **(full if size == "full" else small))
+
+
+def as_graph(
+    problem: Problem,
+    activation: str | Mapping[Hashable, str] = "relu",
+    weight_array: np.ndarray | None = None,
+    attr: str = "weight",
+) -> nx.DiGraph:
+    """A networkx network (the model of :mod:`balgraph.network`) equal to a small Problem.
+
+    Nodes carry ``role``; hidden units carry ``activation`` (``"bipu"`` with their ``degree``
+    where it is not 1; a mapping ``{unit: name}`` overrides single units) and ``tie`` when
+    they share a variable with another unit. Compiling the graph gives back the same problem.
+
+    Examples
+    --------
+    >>> import balgraph
+    >>> g = as_graph(workload("W1", size="small"))
+    >>> balgraph.compile_network(g).n_vars
+    25
+    """
+    weight = problem.weight if weight_array is None else np.asarray(weight_array, dtype=np.float64)
+    g = nx.DiGraph()
+    shared = problem.var_size[np.maximum(problem.var, 0)] > 1
+    for k, (label, role) in enumerate(zip(problem.nodes, problem.roles)):
+        data = {"role": role}
+        if role == "hidden":
+            name = activation.get(label, "relu") if isinstance(activation, Mapping) else activation
+            data["activation"] = "bipu" if problem.degree[k] != 1.0 else name
+            if problem.degree[k] != 1.0:
+                data["degree"] = float(problem.degree[k])
+            if not problem.fixed[k] and shared[k]:
+                data["tie"] = int(problem.var[k])
+        elif role == "output":
+            data["activation"] = "linear"
+        g.add_node(label, **data)
+    nodes = problem.nodes
+    g.add_edges_from(
+        (nodes[j], nodes[i], {attr: w})
+        for j, i, w in zip(problem.src.tolist(), problem.dst.tolist(), weight.tolist())
+    )
     return g
