@@ -1,0 +1,42 @@
+"""PyTorch adapter: balance ``torch.nn`` models in place (optional: needs torch).
+
+``to_problem`` traces a model with torch.fx into a :class:`balgraph.Problem` (one unit per
+neuron or channel) and a :class:`TorchNetwork` that maps units and edges back to parameter
+entries; ``balance_`` rescales the parameters (and an optimizer's state) in place;
+``BalanceEvery`` balances during training; ``imbalance_report`` monitors balance.
+
+Examples
+--------
+>>> import torch, balgraph.torch as bt
+>>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+>>> x = torch.randn(5, 3)
+>>> before = net(x)
+>>> res = bt.balance_(net, p=2.0, example_inputs=x)
+>>> bool(torch.allclose(net(x), before, atol=1e-5)), res.converged
+(True, True)
+"""
+
+try:
+    import torch  # noqa: F401
+    import torch.fx  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised only without torch
+    raise ImportError(
+        "balgraph.torch needs PyTorch: pip install torch==2.13.0 (CPU wheel), or"
+        ' pip install "balgraph[torch]"'
+    ) from exc
+
+from ._balance import BalanceEvery, ImbalanceReport, balance_, imbalance_report, to_graph, to_problem
+from ._network import TorchNetwork
+from ._trace import LayerMap, UnsupportedOpWarning
+
+__all__ = [
+    "BalanceEvery",
+    "ImbalanceReport",
+    "LayerMap",
+    "TorchNetwork",
+    "UnsupportedOpWarning",
+    "balance_",
+    "imbalance_report",
+    "to_graph",
+    "to_problem",
+]
