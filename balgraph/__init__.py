@@ -17,6 +17,16 @@ from .errors import (
 from .forward import forward
 from .gallery import workload
 from .layers import problem_from_layers
+from .local import (
+    balance_units,
+    balance_weights,
+    favourable_scales,
+    optimal_scale,
+    scale_units,
+    scale_weights,
+    tie_layers,
+)
+from .measures import balance_deficit, group_imbalance, lp_cost, unit_imbalance
 from .network import compile_network
 from .problem import Layer, Problem
 from .regularizers import ElasticNet, Lp, PowerSum, Regularizer
@@ -26,6 +36,17 @@ from .structure import Diagnosis, diagnose
 __version__ = "0.1.0"
 
 __all__ = [
+    "unit_imbalance",
+    "lp_cost",
+    "group_imbalance",
+    "balance_deficit",
+    "tie_layers",
+    "scale_weights",
+    "scale_units",
+    "optimal_scale",
+    "favourable_scales",
+    "balance_weights",
+    "balance_units",
     "BalanceResult",
     "BalgraphError",
     "ConvergenceWarning",

@@ -40,7 +40,8 @@ import scipy.sparse as sp
 
 from ._logsum import VariableSides, logsumexp, segment_logsumexp
 from .errors import SolverError
-from .local import _Columns, _optimal_shift, single_power, unit_depth
+from ._line import _Columns, _optimal_shift, single_power
+from .measures import unit_depth
 from .problem import Problem
 from .regularizers import Regularizer
 from .result import SolverOutput
@@ -94,7 +95,7 @@ class _Sequential(_Sparse):
         self._single: dict[int, _Columns] = {}
 
     def sweep(self, it: int) -> None:
-        (rp, rn), (gp, gn) = self.cols.rows, self.cols.g
+        rp, rn = self.cols.rows
         (ip, in_) = self.cols.indptr
         base, t, u, p, simple, c, logc = self.base, self.t, self.u, self.p, self.simple, self.c, self.logc
         for k in self.order(it).tolist():

@@ -23,18 +23,17 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 
-from ._logsum import logsumexp, segment_logsumexp
+from ._logsum import logsumexp
 from .errors import NetworkError, NoFiniteOptimumError, name_some
 from .network import WeightSpec, compile_network
 from .problem import Problem
-from .regularizers import Lp, PowerSum, Regularizer, as_regularizer
+from .regularizers import Regularizer, as_regularizer
 
 __all__ = [
     "LocalOptimum", "Imbalance", "scale_weights", "optimal_scale", "balance_weights",
@@ -42,145 +41,19 @@ __all__ = [
     "scale_units", "balance_units", "tie_layers",
 ]
 
-_EPS = np.finfo(np.float64).eps
-
-
-# ---------------------------------------------------------------------------- 1-D core
-@dataclass(frozen=True)
-class _Columns:
-    """Edges of ``n`` columns of ``G`` (variables or unit sets), split by the sign of ``G_ek``.
-
-    Side 0 holds ``G_ek > 0`` (incoming), side 1 ``G_ek < 0`` (outgoing, ``-c``); ``rows`` index
-    the per-edge arrays, ``seg`` gives the column of each entry, ``indptr`` the segments.
-    """
-
-    rows: tuple
-    g: tuple
-    indptr: tuple
-    seg: tuple
-    n: int
-
-    @classmethod
-    def from_csc(cls, G: sp.spmatrix) -> _Columns:
-        csc = sp.csc_matrix(G, copy=True)
-        csc.sort_indices()
-        n = csc.shape[1]
-        col = np.repeat(np.arange(n), np.diff(csc.indptr))
-        rows, g, indptr, seg = [], [], [], []
-        for mask in (csc.data > 0, csc.data < 0):
-            counts = np.bincount(col[mask], minlength=n)
-            rows.append(csc.indices[mask].astype(np.int64))
-            g.append(csc.data[mask])
-            indptr.append(np.concatenate([[0], np.cumsum(counts)]))
-            seg.append(col[mask])
-        return cls(tuple(rows), tuple(g), tuple(indptr), tuple(seg), n)
-
-
-def single_power(reg: Regularizer) -> float | None:
-    """``p`` when every edge costs ``φ_e(t) = φ_e(0) e^{p t}`` (L_p, any coefficients), else None."""
-    if isinstance(reg, PowerSum) and len(reg.terms) == 1:
-        return next(iter(reg.terms))
-    return None
-
-
-def _restrict(reg: Regularizer, rows: np.ndarray) -> Regularizer:
-    """The regularizer of the edges ``rows`` (per-edge coefficient arrays are sliced)."""
-    if not isinstance(reg, PowerSum):
-        return reg
-    terms = {p: b[rows] if isinstance(b, np.ndarray) and b.ndim else b for p, b in reg.terms.items()}
-    return Lp(reg.p, terms[reg.p]) if isinstance(reg, Lp) else PowerSum(terms)
-
-
-def _optimal_shift(
-    reg: Regularizer, law: np.ndarray, t: np.ndarray, cols: _Columns, max_iter: int = 100
-) -> np.ndarray:
-    """Exact 1-D minimizers ``s_k = argmin_s Σ_e φ_e(t_e + G_ek s)``, all columns at once.
-
-    Safeguarded Newton on ``h(s) = log P(s) − log N(s)`` (``P``/``N`` the two sides of the
-    derivative, :class:`~balgraph._logsum.VariableSides`), increasing in ``s`` since every
-    ``φ_e`` is convex. ``h' = Σ_{+} G² φ''/P + Σ_{−} G² φ''/N``. When every entry is ``+1`` or
-    ``−c`` and the cost is L_p, ``h`` is affine and the first step is the closed form (6.6);
-    self-loops (``1 − c``) need a few more. A bracket of signs turns a step that leaves it into
-    bisection. Raises ``NoFiniteOptimumError`` (``units`` = column indices) when one side is empty.
-    """
-    n = cols.n
-    s, lo, hi = np.zeros(n), np.full(n, -np.inf), np.full(n, np.inf)
-    lg = [np.log(np.abs(g)) for g in cols.g]
-    regs = [_restrict(reg, r) for r in cols.rows]
-    done = np.zeros(n, dtype=bool)
-    for it in range(max_iter):
-        side = []
-        for k in (0, 1):
-            r = cols.rows[k]
-            _, l1, l2 = regs[k].edge_terms(law[r], t[r] + cols.g[k] * s[cols.seg[k]])
-            side.append((segment_logsumexp(l1 + lg[k], cols.indptr[k]),
-                         segment_logsumexp(l2 + 2.0 * lg[k], cols.indptr[k])))
-        (lp, dp), (ln, dn) = side
-        if it == 0:
-            empty_p, empty_n = np.isneginf(lp), np.isneginf(ln)
-            if np.any(empty_p ^ empty_n):
-                raise NoFiniteOptimumError("one-sided column", units=np.flatnonzero(empty_p ^ empty_n))
-            done |= empty_p & empty_n
-            lp, ln = np.where(done, 0.0, lp), np.where(done, 0.0, ln)
-        h = lp - ln
-        done |= np.abs(h) <= 16 * _EPS * (1.0 + np.abs(lp) + np.abs(ln))
-        if done.all():
-            break
-        lo = np.where(h < 0, np.maximum(lo, s), lo)
-        hi = np.where(h > 0, np.minimum(hi, s), hi)
-        with np.errstate(over="ignore", invalid="ignore"):
-            hp = np.exp(dp - lp) + np.exp(dn - ln)
-            new = s - h / hp
-        outside = ~((new > lo) & (new < hi))
-        new = np.where(outside & np.isfinite(lo) & np.isfinite(hi), 0.5 * (lo + hi), new)
-        new = np.where(np.isfinite(new), new, s)
-        stalled = np.abs(new - s) <= 4 * _EPS * (1.0 + np.abs(s))
-        s = np.where(done, s, new)
-        done |= stalled
-    return s
-
-
-# ---------------------------------------------------------------------------- helpers
-def _weighted(problem: Problem, weight) -> Problem:
-    return problem if weight is None else problem.with_weights(weight)
-
-
-def _unit_indices(problem: Problem, units) -> np.ndarray:
-    """Node indices of ``units``: one label, or an iterable of labels (a label wins)."""
-    index = problem.node_index
-    try:
-        if units in index:
-            return np.array([index[units]], dtype=np.int64)
-    except TypeError:
-        pass
-    if isinstance(units, (str, bytes)) or not hasattr(units, "__iter__"):
-        raise NetworkError(f"unknown unit {units!r}: it is not a node of the network")
-    labels = list(units.tolist() if isinstance(units, np.ndarray) else units)
-    missing = [x for x in labels if not _in(x, index)]
-    if missing:
-        raise NetworkError(f"unknown unit(s) {name_some(missing)}: not nodes of the network")
-    idx = np.array([index[x] for x in labels], dtype=np.int64)
-    if np.unique(idx).size != idx.size:
-        raise NetworkError(f"units {name_some(labels)} list a unit twice: give each unit once")
-    return idx
-
-
-def _in(label, index) -> bool:
-    try:
-        return label in index
-    except TypeError:
-        return False
-
-
-def _require_free(problem: Problem, idx: np.ndarray, action: str) -> None:
-    bad = idx[problem.fixed[idx]]
-    if bad.size:
-        what = [f"{problem.nodes[k]!r} ({problem.roles[k]})" for k in bad]
-        raise NetworkError(
-            f"unit(s) {', '.join(what[:10])} have scale 1: {action} them would change the network"
-            " function; only hidden units with a homogeneous activation (relu, linear, bipu, ...)"
-            " can be scaled"
-        )
+from ._line import (
+    _EPS,
+    _Columns,
+    _optimal_shift,
+    _require_free,
+    _restrict,
+    _unit_indices,
+    _weighted,
+    single_power,
+)
+from .measures import (  # noqa: F401  (public measures stay reachable from balgraph.local)
+    Imbalance, balance_deficit, group_imbalance, lp_cost, unit_depth, unit_imbalance,
+)
 
 
 def _set_column(problem: Problem, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -383,203 +256,6 @@ def favourable_scales(
 
 
 # ---------------------------------------------------------------------------- measures
-@dataclass(frozen=True)
-class Imbalance:
-    """Incoming against outgoing cost of units or groups of units.
-
-    Attributes
-    ----------
-    labels : tuple
-        The unit (or group) of each entry.
-    log_in : ndarray
-        ``log Σ_IN φ`` (``log Σ_IN |w|^p`` for L_p).
-    log_out : ndarray
-        ``log (c · Σ_OUT φ)``: the outgoing side of the balance equation 6.7 (``c = 1``: 5.8).
-    relative : ndarray
-        ``(P − N)/(P + N)`` with ``P``, ``N`` the two sides built from ``φ'`` (eq. 5.5); for L_p
-        this is ``(IN − c·OUT)/(IN + c·OUT)``. A self-loop counts on both sides, as in the paper.
-    """
-
-    labels: tuple
-    log_in: np.ndarray
-    log_out: np.ndarray
-    relative: np.ndarray
-
-    @property
-    def incoming(self) -> np.ndarray:
-        with np.errstate(over="ignore"):
-            return np.exp(self.log_in)
-
-    @property
-    def outgoing(self) -> np.ndarray:
-        with np.errstate(over="ignore"):
-            return np.exp(self.log_out)
-
-    @property
-    def absolute(self) -> np.ndarray:
-        """``IN − c·OUT`` (``inf − inf`` cannot occur below float64's range)."""
-        return self.incoming - self.outgoing
-
-    @property
-    def max_relative(self) -> float:
-        return float(np.max(np.abs(self.relative), initial=0.0))
-
-
-def _segment_lse(values: np.ndarray, seg: np.ndarray, n: int) -> np.ndarray:
-    keep = seg >= 0
-    order = np.argsort(seg[keep], kind="stable")
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(seg[keep], minlength=n))])
-    return segment_logsumexp(values[keep][order], indptr)
-
-
-def _grouped(pb: Problem, reg: Regularizer, group: np.ndarray, labels: tuple) -> Imbalance:
-    n = len(labels)
-    lphi, l1, _ = reg.edge_terms(pb.log_abs_weight, np.zeros(pb.n_edges))
-    logc = np.log(pb.degree[pb.src])
-    gin, gout = group[pb.dst], group[pb.src]
-    log_in, log_out = _segment_lse(lphi, gin, n), _segment_lse(lphi + logc, gout, n)
-    lp, ln = _segment_lse(l1, gin, n), _segment_lse(l1 + logc, gout, n)
-    both_empty = np.isneginf(lp) & np.isneginf(ln)
-    with np.errstate(invalid="ignore"):
-        rel = np.where(both_empty, 0.0, np.tanh(0.5 * (lp - ln)))
-    return Imbalance(labels, log_in, log_out, rel)
-
-
-def unit_imbalance(
-    problem: Problem, weight=None, p: float = 2.0, *, regularizer: Regularizer | None = None
-) -> Imbalance:
-    """Per free unit: ``IN = Σ_IN |w|^p`` against ``c · OUT`` (eqs. 5.8, 6.7).
-
-    Examples
-    --------
-    >>> import balgraph
-    >>> pb = balgraph.Problem.from_arrays([0, 1], [1, 2], [4.0, 1.0])
-    >>> im = unit_imbalance(pb)
-    >>> im.labels, im.absolute.round(9).tolist(), im.relative.round(4).tolist()
-    ((1,), [15.0], [0.8824])
-    """
-    reg = as_regularizer(p, regularizer)
-    pb = _weighted(problem, weight)
-    free = np.flatnonzero(~pb.fixed)
-    group = np.full(pb.n_nodes, -1, dtype=np.int64)
-    group[free] = np.arange(free.size)
-    return _grouped(pb, reg, group, tuple(pb.nodes[k] for k in free))
-
-
-def group_imbalance(
-    problem: Problem, weight=None, groups: str | Mapping = "depth", p: float = 2.0, *,
-    regularizer: Regularizer | None = None,
-) -> Imbalance:
-    """Summed incoming against summed outgoing cost of groups of free units (eq. 8.1).
-
-    Parameters
-    ----------
-    groups : "depth", "tie" or mapping
-        ``"depth"``: free units at the same depth (longest path from the inputs; a layer of a
-        layered net), the layer balance of eq. 8.1; ``"tie"``: the tie groups (one group per
-        untied unit); or a mapping ``{unit label: group label}`` over free units.
-
-    Notes
-    -----
-    ``IN − c·OUT`` of a group is the sum over its members, and equals ``P − N`` of
-    :func:`balgraph.imbalance` for a tie group; the relative value differs there because an
-    internal edge counts on both sides here and cancels in ``G``. Both vanish together.
-
-    Examples
-    --------
-    >>> import numpy as np, balgraph
-    >>> pb = balgraph.Problem.from_layers([np.ones((2, 1)), np.ones((1, 2))])
-    >>> group_imbalance(pb).labels, group_imbalance(pb).absolute.tolist()
-    ((1,), [0.0])
-    """
-    reg = as_regularizer(p, regularizer)
-    pb = _weighted(problem, weight)
-    free = ~pb.fixed
-    if isinstance(groups, Mapping):
-        idx = _unit_indices(pb, list(groups))
-        _require_free(pb, idx, "grouping")
-        keys = [groups[pb.nodes[k]] for k in idx]
-        labels = tuple(dict.fromkeys(keys))
-        code = {lab: n for n, lab in enumerate(labels)}
-        group = np.full(pb.n_nodes, -1, dtype=np.int64)
-        group[idx] = [code[x] for x in keys]
-        return _grouped(pb, reg, group, labels)
-    if groups == "tie":
-        members = [[] for _ in range(pb.n_vars)]
-        for k in np.flatnonzero(free).tolist():
-            members[pb.var[k]].append(pb.nodes[k])
-        return _grouped(pb, reg, np.where(free, pb.var, -1), tuple(tuple(m) for m in members))
-    if groups != "depth":
-        raise NetworkError(f"groups must be 'depth', 'tie' or a mapping, not {groups!r}")
-    depth = unit_depth(pb)
-    levels = np.unique(depth[free])
-    group = np.where(free, np.searchsorted(levels, depth), -1)
-    return _grouped(pb, reg, group, tuple(levels.tolist()))
-
-
-def balance_deficit(problem: Problem, weight=None, p: float = 2.0) -> float:
-    """The overall balance deficit ``Σ_i (Σ_IN |w|^p − c_i Σ_OUT |w|^p)²`` over free units.
-
-    Section 10 (Figs 7–9) with ``p = 2`` and ``c = 1``; zero iff every free unit is balanced.
-
-    Examples
-    --------
-    >>> import balgraph
-    >>> round(balance_deficit(balgraph.Problem.from_arrays([0, 1], [1, 2], [4.0, 1.0])), 9)
-    225.0
-    """
-    return float(np.sum(unit_imbalance(problem, weight, p).absolute ** 2))
-
-
-def lp_cost(weight, p: float = 2.0, *, log: bool = False) -> float:
-    """``R = Σ |w|^p`` for any ``p > 0``, or ``log R`` (``-inf`` if every weight is 0).
-
-    Examples
-    --------
-    >>> lp_cost([3.0, -4.0]), lp_cost([3.0, -4.0], 1)
-    (25.0, 7.0)
-    """
-    p = Lp(p).p
-    w = np.abs(np.asarray(weight, dtype=np.float64).ravel())
-    if not np.all(np.isfinite(w)):
-        raise NetworkError("weights must be finite numbers (found NaN or infinity)")
-    top = float(np.max(w, initial=0.0))
-    if top == 0.0:
-        return -np.inf if log else 0.0
-    # factor out the largest weight: exact on small integers, no overflow before the last step
-    total = float(np.sum((w / top) ** p))
-    if log:
-        return p * np.log(top) + np.log(total)
-    with np.errstate(over="ignore"):
-        return float(top**p * total) if p * np.log(top) < 700 else float(np.exp(p * np.log(top) + np.log(total)))
-
-
-def unit_depth(problem: Problem) -> np.ndarray | None:
-    """Depth of every unit (longest path from a unit without inputs; self-loops ignored).
-
-    Kahn's algorithm by rounds, vectorized: each round peels the units whose predecessors are
-    all placed. Returns ``None`` if the graph has a directed cycle other than self-loops.
-    """
-    n = problem.n_nodes
-    keep = problem.src != problem.dst
-    src, dst = problem.src[keep], problem.dst[keep]
-    order = np.argsort(src, kind="stable")
-    targets = dst[order]
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=n))])
-    indeg = np.bincount(dst, minlength=n)
-    depth = np.full(n, -1, dtype=np.int64)
-    frontier, level = np.flatnonzero(indeg == 0), 0
-    while frontier.size:
-        depth[frontier] = level
-        starts, lens = indptr[frontier], indptr[frontier + 1] - indptr[frontier]
-        offsets = np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(lens.sum())
-        hit = targets[offsets]
-        indeg = indeg - np.bincount(hit, minlength=n)
-        frontier = np.unique(hit[indeg[hit] == 0])
-        level += 1
-    return None if np.any(depth < 0) else depth
-
-
 # ---------------------------------------------------------------------------- networkx
 def _with_weights(graph: nx.DiGraph, pb: Problem, w: np.ndarray, weights: WeightSpec) -> nx.DiGraph:
     attr = weights if isinstance(weights, str) else "weight"
