@@ -26,6 +26,7 @@ from .local import (
     scale_weights,
     tie_layers,
 )
+from .manifold import Manifold, manifold
 from .measures import balance_deficit, group_imbalance, lp_cost, unit_imbalance
 from .network import compile_network
 from .problem import Layer, Problem
@@ -36,35 +37,37 @@ from .structure import Diagnosis, diagnose
 __version__ = "0.1.0"
 
 __all__ = [
-    "unit_imbalance",
-    "lp_cost",
-    "group_imbalance",
-    "balance_deficit",
-    "tie_layers",
-    "scale_weights",
-    "scale_units",
-    "optimal_scale",
-    "favourable_scales",
-    "balance_weights",
-    "balance_units",
     "BalanceResult",
     "BalgraphError",
     "ConvergenceWarning",
     "Diagnosis",
-    "Layer",
     "ElasticNet",
+    "Layer",
     "Lp",
-    "PowerSum",
+    "Manifold",
     "NetworkError",
     "NoFiniteOptimumError",
+    "PowerSum",
     "Problem",
     "Regularizer",
     "SolverError",
+    "balance_deficit",
+    "balance_units",
+    "balance_weights",
     "compile_network",
     "diagnose",
+    "favourable_scales",
     "forward",
+    "group_imbalance",
     "imbalance",
+    "lp_cost",
+    "manifold",
+    "optimal_scale",
     "problem_from_layers",
+    "scale_units",
+    "scale_weights",
     "solve",
+    "tie_layers",
+    "unit_imbalance",
     "workload",
 ]
