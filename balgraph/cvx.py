@@ -224,12 +224,21 @@ def solve_cvxpy(
     objective = sum(cp.sum(cp.exp(log_a + p * L[edges])) for p, edges, log_a in terms)
     constraints = [M.constraints @ L == 0] if M.n_constraints else []
     prob = cp.Problem(cp.Minimize(objective), constraints)
-    name = _run(cp, prob, solver, max_iter, options, extra=_L_FORM)
-    L_opt = np.asarray(L.value, dtype=np.float64)
-    u = M.potential_map @ L_opt
-    residual = float(np.max(np.abs(M.residual(L_opt)), initial=0.0))
-    return _output(problem, reg, u, prob, name, tol, accept,
-                   {"constraint_residual": residual, "n_constraints": M.n_constraints})
+    best = None
+    # Neither static regularization wins everywhere (1e-12 on most random nets, Clarabel's own
+    # 1e-8 on the small W1): keep the answer whose measured imbalance is smaller.
+    for extra in (_L_FORM, {}):
+        name = _run(cp, prob, solver, max_iter, options, extra=extra)
+        L_opt = np.asarray(L.value, dtype=np.float64)
+        u = M.potential_map @ L_opt
+        residual = float(np.max(np.abs(M.residual(L_opt)), initial=0.0))
+        out = _output(problem, reg, u, prob, name, tol, accept,
+                      {"constraint_residual": residual, "n_constraints": M.n_constraints})
+        if best is None or out.info["max_imbalance"] < best.info["max_imbalance"]:
+            best = out
+        if best.info["max_imbalance"] <= tol or name != "CLARABEL":
+            break
+    return best
 
 
 def solve_cvxpy_dgp(
