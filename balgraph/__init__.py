@@ -7,6 +7,7 @@ balgraph finds it by the paper's local balancing algorithms and by a global conv
 """
 
 from .api import imbalance, solve
+from .closed_forms import TiedLayerBalance, tied_layer_scales
 from .errors import (
     BalgraphError,
     ConvergenceWarning,
@@ -27,6 +28,7 @@ from .local import (
     tie_layers,
 )
 from .manifold import Manifold, manifold
+from .maxnorm import max_balance
 from .measures import balance_deficit, group_imbalance, lp_cost, unit_imbalance
 from .network import compile_network
 from .problem import Layer, Problem
@@ -51,6 +53,7 @@ __all__ = [
     "Problem",
     "Regularizer",
     "SolverError",
+    "TiedLayerBalance",
     "balance_deficit",
     "balance_units",
     "balance_weights",
@@ -62,12 +65,14 @@ __all__ = [
     "imbalance",
     "lp_cost",
     "manifold",
+    "max_balance",
     "optimal_scale",
     "problem_from_layers",
     "scale_units",
     "scale_weights",
     "solve",
     "tie_layers",
+    "tied_layer_scales",
     "unit_imbalance",
     "workload",
 ]

@@ -86,6 +86,32 @@ def _bind_coefficients(reg: Regularizer, network, problem: Problem) -> Regulariz
     return reg.bind({p: edge_values(network, spec, problem) for p, spec in specs.items()})
 
 
+def _sharing_setup(problem: Problem, reg: Regularizer, groups, method: str, options: dict):
+    """Count each shared parameter once and hand the groups to the constrained Newton solver."""
+    from .sharing import shared_regularizer, solve_shared
+
+    if method != "newton":
+        raise NetworkError(
+            f"method {method!r} cannot keep shared weights equal (Section 8.3: balancing one unit"
+            " moves every copy of a shared weight): use method='newton', which solves the"
+            " constrained problem exactly, or pass share=None to ignore the sharing"
+        )
+    return shared_regularizer(problem, reg, groups), solve_shared, dict(options, share=groups)
+
+
+def _max_balance(network, weights, method, tol, max_iter, unreachable, share, options):
+    """``p = inf``: max-balancing (:mod:`balgraph.maxnorm`), CLE's fixed point."""
+    from .maxnorm import max_balance
+
+    if method not in ("newton", "parallel") or options:
+        raise NetworkError(
+            f"p=inf is solved by layer-parallel max-balancing (balgraph.max_balance) only: drop"
+            f" method={method!r} and extra options {sorted(options)}"
+        )
+    return max_balance(network, weights, tol=tol, max_iter=max_iter, unreachable=unreachable,
+                       share=share)
+
+
 def solve(
     network: nx.DiGraph | Problem,
     weights: WeightSpec = "weight",
@@ -96,6 +122,7 @@ def solve(
     max_iter: int | None = None,
     regularizer: Regularizer | None = None,
     unreachable: str = "raise",
+    share: str | list | None = "share",
     seed: int | None = None,
     callback: Callable | None = None,
     **options,
@@ -114,7 +141,9 @@ def solve(
     weights : str, mapping or callable
         Edge weights, networkx's ``weight=`` convention. Ignored for a ``Problem``.
     p : float
-        The exponent of the L_p cost, ``p > 0``.
+        The exponent of the L_p cost, ``p > 0``. ``p=np.inf`` max-balances the network
+        (max incoming |w| = max outgoing |w| per unit, the fixed point of cross-layer
+        equalization; see :func:`balgraph.maxnorm.max_balance`).
     method : str
         ``"newton"`` (global, default), an iterative schedule (``"stochastic"``, ``"random_sweep"``,
         ``"cyclic"``, ``"parallel"``, ``"alternating"``) or ``"cvxpy"`` / ``"cvxpy_dgp"`` (small graphs).
@@ -128,6 +157,11 @@ def solve(
         What to do with free units that have no finite optimum (balgraph.structure): raise
         :class:`NoFiniteOptimumError`, keep them at scale 1, or zero their weights (the infimum;
         the function is unchanged) and keep them at scale 1.
+    share : str or sequence, optional
+        Shared weights (Section 8.3, :mod:`balgraph.sharing`): edges with equal values of this
+        edge attribute (or, for a Problem, equal labels in a per-edge sequence) are one
+        parameter; they must carry equal weights, stay equal, and cost once. Solved exactly by
+        ``method="newton"``; the other methods refuse. ``None`` ignores the attribute.
     seed : int, optional
         Seed of the random schedules.
     callback : callable, optional
@@ -147,6 +181,8 @@ def solve(
     >>> round(res.weights[("x", "h")], 12), round(res.weights[("h", "y")], 12)
     (2.0, 2.0)
     """
+    if regularizer is None and isinstance(p, (int, float)) and p == np.inf:
+        return _max_balance(network, weights, method, tol, max_iter, unreachable, share, options)
     reg = as_regularizer(p, regularizer)
     if tol is None or not tol > 0:
         raise NetworkError(f"tol must be > 0, got {tol!r}")
@@ -156,6 +192,11 @@ def solve(
 
     solvable = ensure_finite_optimum(problem, unreachable, active=reg.active(problem.n_edges))
     solver = _solver(method)
+    from .sharing import share_groups
+
+    groups = share_groups(network, problem, share)
+    if groups is not None:
+        reg, solver, options = _sharing_setup(problem, reg, groups, method, options)
     start = time.perf_counter()
     out = solver(
         solvable, reg, tol=tol, max_iter=max_iter, seed=seed, callback=callback, **options

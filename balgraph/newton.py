@@ -27,6 +27,7 @@ from collections.abc import Callable
 import numpy as np
 
 from . import _hessian as hz
+from ._line import _restrict
 from ._logsum import VariableSides, logsumexp
 from ._warmup import colour_classes, variable_levels, warm_up
 from .errors import NetworkError
@@ -137,6 +138,8 @@ def solve_newton(
     G = full[nz].tocsr()
     G.sort_indices()
     law = problem.log_abs_weight[nz]
+    # Per-edge coefficient arrays must follow the same edge subset as law.
+    reg = _restrict(reg, nz)
     sides = VariableSides(G)
     u = np.zeros(nv) if u0 is None else np.array(u0, dtype=np.float64).ravel()
     if u.shape != (nv,):
