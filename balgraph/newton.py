@@ -80,6 +80,8 @@ def solve_newton(
     cg_maxiter: int = 1000,
     coarse: bool = True,
     u0: np.ndarray | None = None,
+    fast: bool | None = None,
+    device: str | None = None,
 ) -> SolverOutput:
     """Balance by Newton's method on ``u = log Λ`` with a log-domain line search.
 
@@ -109,6 +111,12 @@ def solve_newton(
         Use the per-depth-level coarse correction in CG.
     u0 : ndarray, optional
         Starting potentials (default 0: the network as given).
+    fast : bool, optional
+        Dense layered problems (all edges in ``problem.layers``, L_p, no ties) take the
+        BLAS fast path of :mod:`balgraph.dense` by default; ``False`` forces the general
+        path, ``True`` insists on the fast one.
+    device : str, optional
+        ``"cuda"`` runs the fast path on the GPU with CuPy (implies ``fast``).
 
     Returns
     -------
@@ -126,6 +134,13 @@ def solve_newton(
     (True, 0.5)
     """
     del seed
+    if fast is not False:
+        from .dense import dispatch
+
+        out = dispatch(problem, reg, fast=fast, device=device, tol=tol, max_iter=max_iter,
+                       callback=callback, warmup=warmup, cg_maxiter=cg_maxiter, coarse=coarse, u0=u0)
+        if out is not None:
+            return out
     start = time.perf_counter()
     max_iter = 100 if max_iter is None else int(max_iter)
     if linear_solver not in ("auto", "dense", "cg"):

@@ -1,0 +1,208 @@
+"""The dense-layer fast path (balgraph.dense) against the general Newton solver and closed forms."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import exponents
+
+import balgraph
+from balgraph.dense import balance_layers, plan_problem, solve_dense_sweeps
+from balgraph.errors import NetworkError
+
+
+def random_mlp(seed, widths, spread=2.0, bias=True, zeros=0.0):
+    """Gaussian layers with per-layer scales exp(U(-spread, spread)); a fraction of zeros."""
+    rng = np.random.default_rng(seed)
+    mats, biases = [], []
+    for n_in, n_out in itertools.pairwise(widths):
+        s = np.exp(rng.uniform(-spread, spread))
+        W = rng.standard_normal((n_out, n_in)) * s
+        W[rng.random(W.shape) < zeros] = 0.0
+        mats.append(W)
+        biases.append(rng.standard_normal(n_out) * s if bias else None)
+    return mats, biases
+
+
+def relu_forward(mats, biases, x, degrees):
+    """Forward pass with BiPU units f(z) = max(z, 0)^c (degree c), linear outputs."""
+    for k, (W, b) in enumerate(zip(mats, biases)):
+        x = W @ x + (0.0 if b is None else b[:, None])
+        if k < len(mats) - 1:
+            x = np.maximum(x, 0.0) ** degrees[k]
+    return x
+
+
+def both(pb, p, tol=1e-12):
+    fast = balgraph.solve(pb, p=p, tol=tol, fast=True)
+    general = balgraph.solve(pb, p=p, tol=tol, fast=False)
+    return fast, general
+
+
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    widths=st.lists(st.integers(1, 6), min_size=3, max_size=6),
+    p=exponents,
+    degrees=st.lists(st.sampled_from([1.0, 1.0, 0.5, 2.0, 3.0]), min_size=4, max_size=4),
+    bias=st.booleans(),
+)
+def test_fast_path_matches_general_newton(seed, widths, p, degrees, bias):
+    mats, biases = random_mlp(seed, widths, bias=bias)
+    degs = degrees[: len(widths) - 2]
+    pb = balgraph.Problem.from_layers(mats, biases, degrees=degs)
+    fast, general = both(pb, p)
+    assert fast.info["fast_path"] == "dense"
+    assert "fast_path" not in general.info
+    assert fast.converged and fast.max_imbalance <= 1e-12  # recomputed edge by edge by solve()
+    np.testing.assert_allclose(fast.weight_array, general.weight_array, rtol=1e-9, atol=0)
+    assert np.all(np.isfinite(fast.weight_array))
+
+
+@pytest.mark.parametrize("c", [1.0, 0.5, 3.0])
+@pytest.mark.parametrize("p", [1.0, 2.0, 3.5])
+def test_single_unit_closed_form(c, p):
+    # λ* = (c·out/in)^(1/(p(c+1))) for one unit (eqs. 5.6, 6.6)
+    a, b = -3.0, 0.25
+    pb = balgraph.Problem.from_layers([np.array([[a]]), np.array([[b]])], degrees=c)
+    res = balgraph.solve(pb, p=p, fast=True)
+    expected = (c * abs(b) ** p / abs(a) ** p) ** (1.0 / (p * (c + 1.0)))
+    assert res.info["fast_path"] == "dense"
+    assert res.scales[(1, 0)] == pytest.approx(expected, rel=1e-12)
+
+
+def test_layers_far_apart_stay_on_the_fast_path():
+    # Uniform layers at 1e-150 and 1e+150: shifts keep every mat-vec in range.
+    mats, biases = random_mlp(3, [5, 6, 4, 3], spread=0.5)
+    mats[0] *= 1e-150
+    biases[0] *= 1e-150
+    mats[2] *= 1e150
+    pb = balgraph.Problem.from_layers(mats, biases)
+    fast, general = both(pb, 2.0)
+    assert fast.info["fast_path"] == "dense"
+    np.testing.assert_allclose(fast.weight_array, general.weight_array, rtol=1e-9)
+
+
+def test_weights_beyond_float64_range_fall_back():
+    mats, biases = random_mlp(4, [4, 5, 5, 2], spread=0.5)
+    mats[1][0, 0] = 1e-200  # |w|^2 spans 600 decades inside one block
+    mats[1][1, 2] = 1e100
+    pb = balgraph.Problem.from_layers(mats, biases)
+    fast, general = both(pb, 2.0)
+    assert fast.info["fast_path"].startswith("fallback")
+    assert fast.converged
+    np.testing.assert_allclose(fast.weight_array, general.weight_array, rtol=1e-9)
+
+
+def test_zero_weights_stay_zero_and_no_nan():
+    mats, biases = random_mlp(5, [6, 8, 8, 8, 3], zeros=0.3)
+    biases[1][:] = 0.0
+    pb = balgraph.Problem.from_layers(mats, biases)
+    fast, general = both(pb, 1.5)
+    assert fast.info["fast_path"] == "dense"
+    assert np.all(fast.weight_array[pb.weight == 0] == 0)
+    assert not np.any(np.isnan(fast.weight_array))
+    np.testing.assert_allclose(fast.weight_array, general.weight_array, rtol=1e-9)
+
+
+def test_deep_narrow_net_uses_the_coarse_space():
+    pb = balgraph.gallery.deep_mlp(0, depth=30, width=6)
+    fast, general = both(pb, 2.0, tol=1e-10)
+    assert fast.info["fast_path"] == "dense" and fast.converged
+    np.testing.assert_allclose(fast.weight_array, general.weight_array, rtol=1e-8)
+    off = balgraph.solve(pb, p=2, fast=True, coarse=False)
+    assert off.converged
+    assert fast.info["cg_iterations"] < off.info["cg_iterations"]
+
+
+@pytest.mark.parametrize("degree", [1.0, 2.0])
+def test_dense_sweeps_reach_the_newton_answer(degree):
+    mats, biases = random_mlp(6, [5, 7, 6, 7, 4])
+    pb = balgraph.Problem.from_layers(mats, biases, degrees=degree)
+    reg = balgraph.Lp(2.0)
+    out = solve_dense_sweeps(pb, reg, tol=1e-11)
+    assert out.converged
+    assert np.max(np.abs(balgraph.imbalance(pb, reg, out.u))) <= 1e-11
+    newton = balgraph.solve(pb, p=2, tol=1e-12, fast=False)
+    np.testing.assert_allclose(out.u, newton.potentials, atol=1e-8)
+
+
+def test_balance_layers_keeps_the_function_and_balances():
+    widths, degrees = [4, 6, 5, 3], [1.0, 2.0]
+    mats, biases = random_mlp(7, widths)
+    res = balance_layers(mats, biases, p=2.0, degrees=degrees, tol=1e-12)
+    assert res.converged
+    new_w, new_b = res.apply(mats, biases)
+    x = np.random.default_rng(0).standard_normal((widths[0], 9))
+    np.testing.assert_allclose(relu_forward(new_w, new_b, x, degrees), relu_forward(mats, biases, x, degrees),
+                               rtol=1e-9, atol=1e-12)
+    for k in range(len(mats) - 1):  # eq. 6.7: in = c·out for every hidden unit
+        cost_in = np.sum(new_w[k] ** 2, axis=1) + new_b[k] ** 2
+        cost_out = np.sum(new_w[k + 1] ** 2, axis=0)
+        np.testing.assert_allclose(cost_in, degrees[k] * cost_out, rtol=1e-10)
+    pb = balgraph.Problem.from_layers(mats, biases, degrees=degrees)
+    ref = balgraph.solve(pb, p=2, tol=1e-12, fast=False)
+    np.testing.assert_allclose(np.concatenate(res.scales), np.exp(ref.potentials), rtol=1e-9)
+    assert all(m is not w for m, w in zip(mats, new_w))
+
+
+def test_float32_storage_with_float64_sums():
+    mats, biases = random_mlp(8, [30, 40, 40, 10])
+    ref = balance_layers(mats, biases, p=2.0, tol=1e-12)
+    f32 = balance_layers([m.astype(np.float32) for m in mats],
+                         [b.astype(np.float32) for b in biases], p=2.0, tol=1e-8)
+    assert f32.info["storage"] == "float32" and f32.converged
+    np.testing.assert_allclose(np.concatenate(f32.scales), np.concatenate(ref.scales), rtol=1e-5)
+
+
+def test_what_the_fast_path_declines():
+    pb = balgraph.Problem.from_layers(*random_mlp(9, [3, 4, 2]))
+    ps = balgraph.PowerSum({1.0: 1.0, 2.0: 0.5})
+    assert isinstance(plan_problem(pb, ps), str)
+    res = balgraph.solve(pb, regularizer=ps)
+    assert "fast_path" not in res.info and res.converged
+    with pytest.raises(NetworkError, match="not Lp"):
+        balgraph.solve(pb, regularizer=ps, fast=True)
+    plain = balgraph.Problem.from_arrays([0, 1], [1, 2], [4.0, 1.0])
+    assert "no dense layer" in plan_problem(plain, balgraph.Lp(2))
+
+
+def test_warm_start_and_callback():
+    pb = balgraph.gallery.dense_mlp([6, 8, 8, 3], seed=1)
+    seen = []
+    res = balgraph.solve(pb, p=2, callback=lambda k, u: seen.append((k, u.shape)))
+    assert res.info["fast_path"] == "dense"
+    assert seen and all(shape == (pb.n_vars,) for _, shape in seen)
+    again = balgraph.solve(pb, p=2, u0=res.potentials)
+    assert again.iterations == 0 and again.converged
+
+
+def test_unknown_device_is_refused():
+    pb = balgraph.gallery.dense_mlp([3, 4, 2], seed=0)
+    with pytest.raises(NetworkError, match="unknown device"):
+        balgraph.solve(pb, p=2, device="tpu")
+
+
+@pytest.mark.gpu
+def test_cupy_matches_numpy():
+    cupy = pytest.importorskip("cupy")
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            pytest.skip("no CUDA device")
+    except cupy.cuda.runtime.CUDARuntimeError:
+        pytest.skip("no CUDA device")
+    mats, biases = random_mlp(10, [20, 30, 30, 30, 5])
+    cpu = balance_layers(mats, biases, p=2.0, degrees=[1.0, 2.0, 1.0], tol=1e-11)
+    gpu = balance_layers([cupy.asarray(m) for m in mats], [cupy.asarray(b) for b in biases], p=2.0,
+                         degrees=[1.0, 2.0, 1.0], tol=1e-11)
+    assert gpu.converged
+    np.testing.assert_allclose(np.concatenate([s.get() for s in gpu.scales]), np.concatenate(cpu.scales),
+                               rtol=1e-9)
+    pb = balgraph.Problem.from_layers(mats, biases)
+    on_gpu = balgraph.solve(pb, p=2, device="cuda")
+    on_cpu = balgraph.solve(pb, p=2)
+    assert on_gpu.info["device"] == "cuda"
+    np.testing.assert_allclose(on_gpu.weight_array, on_cpu.weight_array, rtol=1e-9)
