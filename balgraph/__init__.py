@@ -8,6 +8,7 @@ balgraph finds it by the paper's local balancing algorithms and by a global conv
 
 from .api import imbalance, solve
 from .closed_forms import TiedLayerBalance, tied_layer_scales
+from .dense import LayerBalance, balance_layers
 from .errors import (
     BalgraphError,
     ConvergenceWarning,
@@ -45,6 +46,7 @@ __all__ = [
     "Diagnosis",
     "ElasticNet",
     "Layer",
+    "LayerBalance",
     "Lp",
     "Manifold",
     "NetworkError",
@@ -55,6 +57,7 @@ __all__ = [
     "SolverError",
     "TiedLayerBalance",
     "balance_deficit",
+    "balance_layers",
     "balance_units",
     "balance_weights",
     "compile_network",

@@ -10,7 +10,8 @@ from collections.abc import Callable
 import networkx as nx
 import numpy as np
 
-from ._logsum import VariableSides, logsumexp
+from ._evaluate import evaluate
+from ._logsum import VariableSides
 from .errors import ConvergenceWarning, NetworkError
 from .network import WeightSpec, compile_network
 from .problem import Problem
@@ -208,12 +209,8 @@ def solve(
     # Results are stated on the caller's problem: pruned edges come back as zeros.
     node_u = solvable.node_potentials(u)
     u_orig = problem.variable_potentials(node_u) if problem.n_vars else u[:0]
-    weight_array = solvable.weight * np.exp(solvable.edge_log_scale(u))
-    r = imbalance(solvable, reg, u)
-    max_imb = float(np.max(np.abs(r), initial=0.0))
-    t = solvable.edge_log_scale(u)
-    log_before = reg.log_cost(problem.log_abs_weight)
-    log_after = logsumexp(reg.edge_terms(solvable.log_abs_weight, t)[0])
+    report = evaluate(solvable, reg, u, reference=problem)
+    max_imb = float(np.max(np.abs(report.relative_imbalance), initial=0.0))
     if not out.converged:
         warnings.warn(
             f"{method} did not reach tol={tol:g} (max relative imbalance {max_imb:.3g} after"
@@ -225,9 +222,9 @@ def solve(
     return BalanceResult(
         problem=problem,
         potentials=u_orig,
-        weight_array=weight_array,
-        log_cost_before=log_before,
-        log_cost_after=log_after,
+        weight_array=report.weight_array,
+        log_cost_before=report.log_cost_before,
+        log_cost_after=report.log_cost_after,
         converged=bool(out.converged),
         iterations=int(out.iterations),
         max_imbalance=max_imb,

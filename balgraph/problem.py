@@ -198,6 +198,15 @@ class Problem:
         return (self.nodes[self.src[e]], self.nodes[self.dst[e]])
 
     @cached_property
+    def is_layered(self) -> bool:
+        """Whether every edge lies in exactly one dense :class:`Layer` block."""
+        spans = sorted((L.edge_start, L.n_in * L.n_out) for L in self.layers)
+        ends = np.cumsum([n for _, n in spans])
+        return bool(spans) and [s for s, _ in spans] == [0, *ends[:-1].tolist()] and int(
+            ends[-1]
+        ) == self.n_edges
+
+    @cached_property
     def var_degree(self) -> np.ndarray:
         """Degree ``c`` of each variable (uniform within a tie group)."""
         out = np.ones(self.n_vars)

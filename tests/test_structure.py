@@ -124,3 +124,24 @@ def test_error_names_at_most_ten_units_but_keeps_all():
     with pytest.raises(NoFiniteOptimumError) as err:
         balgraph.solve(_net(edges))
     assert len(err.value.units) == 15 and "and 5 more" in str(err.value)
+
+
+def test_dense_layer_reachability_matches_the_graph_search():
+    """The mat-vec reachability on dense layers agrees with breadth-first search on the edges."""
+    from balgraph.structure import _layer_reach
+
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        sizes = rng.integers(1, 5, size=rng.integers(3, 6)).tolist()
+        mats = [rng.normal(size=(b, a)) * (rng.random((b, a)) < 0.4) for a, b in zip(sizes[:-1], sizes[1:])]
+        biases = [rng.normal(size=m.shape[0]) * (rng.random(m.shape[0]) < 0.3) for m in mats]
+        pb = balgraph.Problem.from_layers(mats, biases)
+        fast = balgraph.diagnose(pb)
+        assert _layer_reach(pb, None) is not None
+        general = balgraph.diagnose(pb.with_weights(pb.weight))  # same arrays, no layer blocks below
+        slow = balgraph.structure.diagnose(
+            balgraph.Problem.from_arrays(pb.src, pb.dst, pb.weight, nodes=pb.nodes, roles=pb.roles)
+        )
+        for name in ("dead_ends", "dead_starts", "closed"):
+            assert np.array_equal(getattr(fast, name), getattr(slow, name)), (trial, name)
+            assert np.array_equal(getattr(general, name), getattr(slow, name))
