@@ -19,6 +19,7 @@ from .errors import (
 from .forward import forward
 from .gallery import workload
 from .layers import problem_from_layers
+from .loadbalance import LoadBalance, activation_cv, activation_entropy, load_balance
 from .local import (
     balance_units,
     balance_weights,
@@ -47,6 +48,7 @@ __all__ = [
     "ElasticNet",
     "Layer",
     "LayerBalance",
+    "LoadBalance",
     "Lp",
     "Manifold",
     "NetworkError",
@@ -56,6 +58,8 @@ __all__ = [
     "Regularizer",
     "SolverError",
     "TiedLayerBalance",
+    "activation_cv",
+    "activation_entropy",
     "balance_deficit",
     "balance_layers",
     "balance_units",
@@ -66,6 +70,7 @@ __all__ = [
     "forward",
     "group_imbalance",
     "imbalance",
+    "load_balance",
     "lp_cost",
     "manifold",
     "max_balance",

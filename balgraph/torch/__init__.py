@@ -4,6 +4,8 @@
 neuron or channel) and a :class:`TorchNetwork` that maps units and edges back to parameter
 entries; ``balance_`` rescales the parameters (and an optimizer's state) in place;
 ``BalanceEvery`` balances during training; ``imbalance_report`` monitors balance.
+``SynapticScaling`` is a homeostatic (function-changing) contrast to balancing, and
+``load_balance_report`` monitors how equally hidden units are used.
 
 Examples
 --------
@@ -26,17 +28,23 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
     ) from exc
 
 from ._balance import BalanceEvery, ImbalanceReport, balance_, imbalance_report, to_graph, to_problem
+from ._homeostasis import HiddenLayer, SynapticScaling, hidden_layers, layer_mean_activations, load_balance_report
 from ._network import TorchNetwork
 from ._trace import LayerMap, UnsupportedOpWarning
 
 __all__ = [
     "BalanceEvery",
+    "HiddenLayer",
     "ImbalanceReport",
     "LayerMap",
+    "SynapticScaling",
     "TorchNetwork",
     "UnsupportedOpWarning",
     "balance_",
+    "hidden_layers",
     "imbalance_report",
+    "layer_mean_activations",
+    "load_balance_report",
     "to_graph",
     "to_problem",
 ]
