@@ -8,8 +8,9 @@ balanced state (Theorem 9.1).
 - ``stochastic``: a uniformly random variable each step (Section 8.1); a sweep is ``n_vars`` steps.
 - ``random_sweep``: a random permutation per sweep; ``cyclic``: a fixed order.
 - ``parallel``: independent sets balanced at once (Prop. 4.4) — the dense layers of a problem
-  built from matrices (BLAS fast path), else the depth levels of a DAG, else the classes of a
-  greedy colouring of the variable conflict graph (Luby rounds on scipy.sparse).
+  built from matrices (BLAS fast path, :class:`balgraph.dense.LayerSweeps`), else the depth
+  levels of a DAG, else the classes of a greedy colouring of the variable conflict graph (Luby
+  rounds on scipy.sparse).
 - ``alternating``: the same sets, odd-numbered ones then even-numbered ones (Section 8.2). A
   2-colouring exists only for bipartite conflict graphs, so on colourings this is a heuristic
   ordering of the colour classes; on layered nets it is the paper's odd/even layer schedule.
@@ -38,9 +39,10 @@ from collections.abc import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from ._logsum import VariableSides, logsumexp, segment_logsumexp
-from .errors import SolverError
 from ._line import _Columns, _optimal_shift, single_power
+from ._logsum import VariableSides, logsumexp, segment_logsumexp
+from .dense import RangeExceeded, layer_sweeps
+from .errors import SolverError
 from .measures import unit_depth
 from .problem import Problem
 from .regularizers import Regularizer
@@ -51,8 +53,6 @@ __all__ = ["solve_stochastic", "solve_random_sweep", "solve_cyclic", "solve_para
 
 SEQUENTIAL_MAX_SWEEPS = 10_000
 PARALLEL_MAX_SWEEPS = 100_000
-# |p·log w| spread inside one dense block beyond which e^{p log w − max} could underflow
-_DENSE_LOG_RANGE = 600.0
 
 
 class _Sparse:
@@ -146,132 +146,6 @@ class _Sets(_Sparse):
             self.u[S] += s
 
 
-class _Fallback(Exception):
-    """The dense path lost float64 range; continue on the general path."""
-
-
-class _Dense:
-    """Exact layer updates on dense blocks: BLAS mat-vecs in a shifted log domain.
-
-    With ``y = p·u`` per unit, block ``b`` (``out × in``) has costs
-    ``A_b[r, s] e^{y_r} e^{−c_s y_s}`` where ``A_b = |W_b|^p e^{−shift_b}``. A free layer's units
-    have ``IN_i = e^{y_i} I_i`` and ``c·OUT_i = e^{−c y_i} c O_i`` with ``I = Σ_b A_b e^{−c y_in}``
-    and ``O = Σ_b A_bᵀ e^{y_out}`` (constants for fixed ends), so its exact balance is
-    ``y = (log cO − log I)/(1 + c)`` (eq. 6.6). ``I``/``O`` are cached per layer and reused
-    until a neighbouring layer moves: a sweep plus its convergence check cost two weight-passes.
-    """
-
-    @classmethod
-    def build(cls, problem: Problem, reg: Regularizer) -> _Dense | None:
-        blocks = sorted(problem.layers, key=lambda b: b.edge_start)
-        if (not blocks or single_power(reg) is None or np.any(problem.var_size != 1)
-                or any(b.edge_start != a.edge_start + a.n_in * a.n_out
-                       for a, b in zip(blocks, blocks[1:]))
-                or blocks[0].edge_start != 0 or blocks[-1].edge_slice.stop != problem.n_edges):
-            return None
-        free = ~problem.fixed
-        ranges: dict[tuple[int, int], int] = {}
-        ends = []
-        for b in blocks:
-            pair = []
-            for start, n in ((b.in_start, b.n_in), (b.out_start, b.n_out)):
-                part = free[start:start + n]
-                if part.all() and n:
-                    ranges.setdefault((start, n), len(ranges))
-                    pair.append((start, n))
-                elif part.any():
-                    return None
-                else:
-                    pair.append(None)
-            if pair[0] is not None and pair[0] == pair[1]:
-                return None
-            ends.append(pair)
-        cover = np.zeros(problem.n_nodes, dtype=np.int64)
-        for start, n in ranges:
-            cover[start:start + n] += 1
-        if not np.array_equal(cover, free.astype(np.int64)):
-            return None
-        self = cls()
-        self.problem, self.p = problem, single_power(reg)
-        base = reg.edge_terms(problem.log_abs_weight, np.zeros(problem.n_edges))[0]
-        layers = sorted(ranges, key=lambda r: r[0])
-        pos = {r: k for k, r in enumerate(layers)}
-        nl = len(layers)
-        self.units = [np.arange(s, s + n) for s, n in layers]
-        self.c = [problem.degree[x] for x in self.units]
-        self.y = [np.zeros(x.size) for x in self.units]
-        self.const_in = [np.full(x.size, -np.inf) for x in self.units]
-        self.const_out = [np.full(x.size, -np.inf) for x in self.units]
-        self.inc, self.outg = [[] for _ in layers], [[] for _ in layers]
-        self.const_ff, self.A, self.shift = -np.inf, [], []
-        with np.errstate(divide="ignore"):
-            for b, (i, o) in zip(blocks, ends):
-                i, o = (-1 if r is None else pos[r] for r in (i, o))
-                lw = base[b.edge_slice]
-                fin = lw[np.isfinite(lw)]
-                if fin.size and fin.max() - fin.min() > _DENSE_LOG_RANGE:
-                    return None
-                shift = float(fin.max()) if fin.size else 0.0
-                A = np.exp(lw - shift).reshape(b.n_out, b.n_in)
-                if i < 0 and o < 0:
-                    self.const_ff = np.logaddexp(self.const_ff, np.log(A.sum()) + shift)
-                elif i < 0:
-                    self.const_in[o] = np.logaddexp(self.const_in[o], np.log(A.sum(1)) + shift)
-                elif o < 0:
-                    self.const_out[i] = np.logaddexp(self.const_out[i], np.log(A.sum(0)) + shift)
-                else:
-                    self.inc[o].append((len(self.A), i))
-                    self.outg[i].append((len(self.A), o))
-                    self.A.append(A)
-                    self.shift.append(shift)
-        self.order = list(range(nl))
-        self.version = [0] * nl
-        self.cache_in, self.cache_out = [None] * nl, [None] * nl
-        return self
-
-    def _side(self, L: int, incoming: bool) -> np.ndarray:
-        links, cache = (self.inc, self.cache_in) if incoming else (self.outg, self.cache_out)
-        key = tuple(self.version[k] for _, k in links[L])
-        if cache[L] is not None and cache[L][0] == key:
-            return cache[L][1]
-        acc = (self.const_in if incoming else self.const_out)[L]
-        with np.errstate(divide="ignore"):
-            for b, k in links[L]:
-                z = -self.c[k] * self.y[k] if incoming else self.y[k]
-                m = z.max()
-                prod = self.A[b] @ np.exp(z - m) if incoming else np.exp(z - m) @ self.A[b]
-                acc = np.logaddexp(acc, np.log(prod) + (m + self.shift[b]))
-        cache[L] = (key, acc)
-        return acc
-
-    def sweep(self, it: int) -> None:
-        for L in self.order:
-            y = (self._side(L, False) + np.log(self.c[L]) - self._side(L, True)) / (1.0 + self.c[L])
-            if not np.all(np.isfinite(y)):
-                raise _Fallback
-            self.y[L] = y
-            self.version[L] += 1
-
-    def measure(self) -> tuple[float, float]:
-        rmax, terms = 0.0, [np.atleast_1d(self.const_ff)]
-        for L in self.order:
-            lin, lout = self._side(L, True), self._side(L, False)
-            y, c = self.y[L], self.c[L]
-            rmax = max(rmax, float(np.max(np.abs(np.tanh(0.5 * (
-                (1.0 + c) * y + lin - lout - np.log(c)))), initial=0.0)))
-            terms += [y + lin, -c * y + self.const_out[L]]
-        return logsumexp(np.concatenate(terms)), rmax
-
-    def potentials(self) -> np.ndarray:
-        u = np.zeros(self.problem.n_vars)
-        for units, y in zip(self.units, self.y):
-            u[self.problem.var[units]] = y / self.p
-        return u
-
-    def fallback(self, reg: Regularizer, sets: list[np.ndarray]) -> _Sets:
-        return _Sets(self.problem, reg, sets, self.potentials())
-
-
 # ---------------------------------------------------------------------------- independent sets
 def _conflicts(problem: Problem) -> sp.csr_matrix:
     """Symmetric 0/1 matrix of variables joined by a non-zero edge (no diagonal)."""
@@ -335,9 +209,14 @@ def _independent_sets(problem: Problem, rng: np.random.Generator) -> tuple[list[
 
 
 # ---------------------------------------------------------------------------- the loop
-def _run(state, *, tol: float, max_iter: int, callback, method: str, info: dict,
-         fallback=None) -> SolverOutput:
-    """Sweep until ``max_k |r_k| <= tol`` or ``max_iter`` sweeps; record one history row per sweep."""
+def run_sweeps(state, *, tol: float, max_iter: int, callback, method: str, info: dict,
+               fallback=None) -> SolverOutput:
+    """Sweep until ``max_k |r_k| <= tol`` or ``max_iter`` sweeps; record one history row per sweep.
+
+    ``state`` has ``sweep(it)``, ``measure() -> (log R, max |r|)`` and ``potentials()``. When a
+    sweep raises :class:`~balgraph.dense.RangeExceeded` (a dense state left float64 range, back
+    at the start of that sweep), ``fallback(state)`` gives the state to go on with, if given.
+    """
     history: dict[str, list] = {k: [] for k in ("sweeps", "cost", "log_cost", "max_imbalance", "time")}
     start = time.perf_counter()
 
@@ -353,9 +232,10 @@ def _run(state, *, tol: float, max_iter: int, callback, method: str, info: dict,
     while rmax > tol and it < max_iter:
         try:
             state.sweep(it)
-        except _Fallback:
+        except RangeExceeded:
+            if fallback is None:
+                raise
             state = fallback(state)
-            info["fallback"] = "general path (dense layers left float64 range)"
             continue
         it += 1
         rmax = record(it)
@@ -374,7 +254,7 @@ def _sequential(problem, reg, *, tol, max_iter, callback, method, order) -> Solv
     state = _Sequential(problem, reg, order)
     info = {"schedule": method, "closed_form_variables": int(state.simple.sum())}
     max_iter = SEQUENTIAL_MAX_SWEEPS if max_iter is None else int(max_iter)
-    return _run(state, tol=tol, max_iter=max_iter, callback=callback, method=method, info=info)
+    return run_sweeps(state, tol=tol, max_iter=max_iter, callback=callback, method=method, info=info)
 
 
 def solve_stochastic(problem: Problem, reg: Regularizer, *, tol: float, max_iter: int | None = None,
@@ -417,15 +297,23 @@ def _by_sets(problem, reg, *, tol, max_iter, seed, callback, method, alternate, 
         sets, kind = _independent_sets(problem, rng)
         return reorder(sets), kind
 
-    state = _Dense.build(problem, reg) if dense else None
-    if state is not None:
-        state.order = reorder(state.order)
-        info = {"schedule": "dense layers", "n_sets": len(state.order)}
-        return _run(state, tol=tol, max_iter=max_iter, callback=callback, method=method,
-                    info=info, fallback=lambda s: s.fallback(reg, sparse_sets()[0]))
+    info: dict = {}
+    try:
+        state = layer_sweeps(problem, reg, "alternating" if alternate else "parallel") if dense else None
+    except RangeExceeded as exc:
+        state, info["fallback"] = None, f"general path ({exc})"
+    if state is not None and not isinstance(state, str):
+        info = {"schedule": "dense layers", "n_sets": state.costs.n_groups}
+
+        def fallback(s):
+            info["fallback"] = "general path (dense layers left float64 range)"
+            return _Sets(problem, reg, sparse_sets()[0], s.potentials())
+
+        return run_sweeps(state, tol=tol, max_iter=max_iter, callback=callback, method=method,
+                          info=info, fallback=fallback)
     sets, kind = sparse_sets()
-    return _run(_Sets(problem, reg, sets), tol=tol, max_iter=max_iter, callback=callback,
-                method=method, info={"schedule": kind, "n_sets": len(sets)})
+    return run_sweeps(_Sets(problem, reg, sets), tol=tol, max_iter=max_iter, callback=callback,
+                      method=method, info={"schedule": kind, "n_sets": len(sets), **info})
 
 
 def solve_parallel(problem: Problem, reg: Regularizer, *, tol: float, max_iter: int | None = None,

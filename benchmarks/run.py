@@ -75,21 +75,37 @@ def run_method(problem, method: str, p: float, tol: float, budget: float) -> dic
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             start = time.perf_counter()
-            balgraph.solve(problem, p=p, method=method, tol=tol, max_iter=5, seed=0)
-            per_sweep = (time.perf_counter() - start) / 5
+            probe = balgraph.solve(problem, p=p, method=method, tol=tol, max_iter=6, seed=0)
+            elapsed = time.perf_counter() - start
+        stamps = (probe.history or {}).get("time", [])
+        # Sweep cost from the history's time stamps: the first call also pays for set-up
+        # (colouring, layouts), which would make the budget far too small.
+        per_sweep = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 2 else elapsed / 6
         options["max_iter"] = int(max(10, budget / max(per_sweep, 1e-6)))
-    tracemalloc.start()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        start = time.perf_counter()
-        try:
+    if method == "cvxpy":
+        options["max_edges"] = None
+
+    def once():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            start = time.perf_counter()
             res = balgraph.solve(problem, p=p, method=method, tol=tol, seed=0, **options)
-        except (balgraph.SolverError, ImportError, MemoryError) as exc:
-            tracemalloc.stop()
-            return {"method": method, "error": f"{type(exc).__name__}: {exc}"}
-        elapsed = time.perf_counter() - start
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+            return res, time.perf_counter() - start
+
+    try:
+        res, elapsed = once()
+        if elapsed < 2.0:  # first calls pay one-off costs (imports, caches): time a second run
+            res, elapsed = min(once(), (res, elapsed), key=lambda pair: pair[1])
+        # Memory is measured on a separate run: tracemalloc slows code that allocates a lot.
+        tracemalloc.start()
+        peak = None
+        if problem.n_edges > 1_000_000 and method == "newton":
+            once()
+            peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    except (balgraph.SolverError, ImportError, MemoryError) as exc:
+        tracemalloc.stop()
+        return {"method": method, "error": f"{type(exc).__name__}: {exc}"}
     hist = res.history or {}
     return {
         "method": method,
@@ -257,7 +273,7 @@ def to_markdown(report: dict) -> str:
         lines += [f"## {name}: {entry['units']} units, {entry['free']} free, {entry['edges']:,} edges",
                   f"weight-pass {entry['weight_pass'] * 1e3:.3f} ms (BLAS/CSR mat-vec); "
                   f"Σ|w|^p {entry['sum_power_pass'] * 1e3:.3f} ms", "",
-                  "| method | time (s) | weight-passes | Σ|w|^p passes | iterations | max imbalance | converged | peak MB | vs newton |",
+                  "| method | time (s) | weight-passes | Σ|w|^p passes | iterations | max imbalance | converged | peak extra MB | time / newton's |",
                   "|---|---|---|---|---|---|---|---|---|"]
         newton = next((r for r in entry["runs"] if r["method"] == "newton" and "time" in r), None)
         for r in entry["runs"]:
@@ -265,10 +281,12 @@ def to_markdown(report: dict) -> str:
                 lines.append(f"| {r['method']} | {r.get('error')} | | | | | | | |")
                 continue
             ratio = f"{r['time'] / newton['time']:.1f}×" if newton and r is not newton else ""
+            if ratio and not r["converged"]:
+                ratio = f"> {ratio} (stopped early)"
             lines.append(
                 f"| {r['method']} | {r['time']:.3f} | {r['weight_passes']:.0f} | {r['sum_power_passes']:.1f} |"
                 f" {r['iterations']} | {r['max_imbalance']:.1e} | {r['converged']} |"
-                f" {r.get('peak_bytes', 0) / 2**20:.0f} | {ratio} |"
+                f" {'' if r.get('peak_bytes') is None else round(r['peak_bytes'] / 2**20)} | {ratio} |"
             )
         lines.append("")
     if report.get("scaling"):

@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 from strategies import exponents
 
 import balgraph
-from balgraph.dense import balance_layers, plan_problem, solve_dense_sweeps
+from balgraph.dense import (
+    balance_layers,
+    layer_sweeps,
+    plan_problem,
+    solve_dense_sweeps,
+)
 from balgraph.errors import NetworkError
 
 
@@ -206,3 +211,53 @@ def test_cupy_matches_numpy():
     on_cpu = balgraph.solve(pb, p=2)
     assert on_gpu.info["device"] == "cuda"
     np.testing.assert_allclose(on_gpu.weight_array, on_cpu.weight_array, rtol=1e-9)
+
+
+def gauss_seidel_sweep(mats, biases, degrees, p, x, order):
+    """One exact sweep by hand on explicit |W|^p: x_k = (log c_k + log out_k − log in_k)/(1 + c_k)."""
+    A = [np.abs(W) ** p for W in mats]
+    B = [np.zeros(W.shape[0]) if b is None else np.abs(b) ** p for W, b in zip(mats, biases)]
+    x = [v.copy() for v in x]
+    for L in order:  # hidden layer L sits between mats[L] and mats[L + 1]
+        prev = np.exp(-degrees[L - 1] * x[L - 1]) if L else np.ones(mats[0].shape[1])
+        nxt = np.exp(x[L + 1]) if L + 1 < len(x) else np.ones(mats[-1].shape[0])
+        cost_in = A[L] @ prev + B[L]
+        cost_out = nxt @ A[L + 1]
+        x[L] = (np.log(degrees[L]) + np.log(cost_out) - np.log(cost_in)) / (1.0 + degrees[L])
+    return x
+
+
+@pytest.mark.parametrize("order", ["parallel", "alternating"])
+def test_layer_sweeps_are_exact_gauss_seidel_in_their_order(order):
+    widths, degrees, p = [3, 5, 4, 6, 4, 2], [1.0, 2.0, 0.5, 1.0], 1.5
+    mats, biases = random_mlp(11, widths)
+    pb = balgraph.Problem.from_layers(mats, biases, degrees=degrees)
+    state = layer_sweeps(pb, balgraph.Lp(p), order)
+    sizes = widths[1:-1]
+    x = [np.zeros(n) for n in sizes]
+    seq = range(4) if order == "parallel" else [0, 2, 1, 3]
+    passes = []
+    for _ in range(3):
+        work = state.costs.work
+        state.sweep()
+        passes.append((state.costs.work - work) / sum(b.size for b in state.costs.batches))
+        x = gauss_seidel_sweep(mats, biases, degrees, p, x, seq)
+        np.testing.assert_allclose(state.potentials(), np.concatenate(x) / p, rtol=1e-12, atol=1e-13)
+    # a sweep and its check: two passes over the free-to-free blocks (module docstring)
+    assert passes == [2.0, 2.0, 2.0]
+    assert len(state.phases) == (4 if order == "parallel" else 2)
+    scaled = pb.scaled_weights(state.potentials())
+    assert state.measure()[0] == pytest.approx(np.log(np.sum(np.abs(scaled) ** p)), rel=1e-13)
+
+
+@pytest.mark.parametrize("order", ["parallel", "alternating"])
+def test_dense_sweeps_orders_reach_the_same_balance(order):
+    mats, biases = random_mlp(12, [4, 6, 6, 6, 3])
+    pb = balgraph.Problem.from_layers(mats, biases, degrees=2.0)
+    reg = balgraph.Lp(2.0)
+    out = solve_dense_sweeps(pb, reg, tol=1e-11, order=order)
+    assert out.converged and out.info["order"] == order
+    newton = balgraph.solve(pb, p=2, tol=1e-12, fast=False)
+    np.testing.assert_allclose(out.u, newton.potentials, atol=1e-8)
+    with pytest.raises(ValueError, match="unknown sweep order"):
+        layer_sweeps(pb, reg, "random")

@@ -6,12 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
+from strategies import exponents, networks
 
 import balgraph
 from balgraph import local as bl
-from balgraph.iterative import _Dense, _colouring, _conflicts, _independent_sets
+from balgraph.dense import RangeExceeded, layer_sweeps
+from balgraph.iterative import _colouring, _conflicts, _independent_sets
 from balgraph.regularizers import ElasticNet, Lp
-from strategies import exponents, networks
 
 SCHEDULES = ["cyclic", "random_sweep", "stochastic", "parallel", "alternating"]
 
@@ -148,10 +149,12 @@ def test_dense_layers_path_matches_general_path(method, degrees):
 
 def test_dense_path_declines_extreme_ranges_and_coefficients_are_honoured():
     rng = np.random.default_rng(3)
-    mats = [rng.normal(size=(4, 3)), rng.normal(size=(2, 4))]
-    mats[0][0, 0] = 1e-200
+    # |w|^2 spans 400 decades inside a block between two hidden layers: beyond float64 mat-vecs
+    mats = [rng.normal(size=(4, 3)), rng.normal(size=(5, 4)), rng.normal(size=(2, 5))]
+    mats[1][0, 0] = 1e-200
     pb = balgraph.Problem.from_layers(mats)
-    assert _Dense.build(pb, Lp(2)) is None
+    with pytest.raises(RangeExceeded):
+        layer_sweeps(pb, Lp(2))
     assert balgraph.solve(pb, method="parallel", tol=1e-12).info["schedule"] == "depth levels"
     pb = small_mlp(2)
     coef = rng.uniform(0.1, 3.0, size=pb.n_edges)
@@ -220,3 +223,50 @@ def test_max_iter_reports_non_convergence():
     with pytest.warns(balgraph.ConvergenceWarning):
         res = balgraph.solve(pb, method="cyclic", tol=1e-14, max_iter=2)
     assert not res.converged and res.iterations == 2
+
+
+@pytest.mark.parametrize("method", ["parallel", "alternating"])
+def test_dense_history_is_the_cost_at_each_iterate(method):
+    # a one-term cost with per-edge coefficients and a bias into the outputs (a fixed-to-fixed
+    # block, a constant part of R): log_cost must be log R at the iterate the callback sees
+    pb = small_mlp(4, [1.0, 2.0, 0.5])
+    coef = np.random.default_rng(4).uniform(0.1, 3.0, size=pb.n_edges)
+    reg = balgraph.PowerSum({1.5: coef})
+    seen = []
+    res = balgraph.solve(pb, method=method, regularizer=reg, tol=1e-12,
+                         callback=lambda k, u: seen.append(u))
+    assert res.info["schedule"] == "dense layers" and res.converged
+    expected = [reg.log_cost(pb.log_abs_weight, pb.edge_log_scale(u)) for u in seen]
+    np.testing.assert_allclose(res.history["log_cost"][1:], expected, rtol=1e-12)
+    assert res.history["log_cost"][0] == pytest.approx(reg.log_cost(pb.log_abs_weight), rel=1e-12)
+    np.testing.assert_allclose(res.history["max_imbalance"][-1], res.max_imbalance, rtol=1e-6, atol=1e-15)
+
+
+def test_extreme_weights_next_to_fixed_units_stay_on_the_dense_path():
+    # blocks with a fixed side reduce to row/column sums with per-row shifts: exact at any range
+    rng = np.random.default_rng(3)
+    mats = [rng.normal(size=(4, 3)), rng.normal(size=(2, 4))]
+    mats[0][0, 0] = 1e-200
+    pb = balgraph.Problem.from_layers(mats)
+    fast = balgraph.solve(pb, method="parallel", tol=1e-12)
+    slow = balgraph.solve(pb, method="parallel", tol=1e-12, dense=False)
+    assert fast.info["schedule"] == "dense layers" and "fallback" not in fast.info
+    assert fast.iterations == slow.iterations
+    np.testing.assert_allclose(fast.history["log_cost"], slow.history["log_cost"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["parallel", "alternating"])
+def test_dense_path_hands_over_when_scales_leave_float64_range(method):
+    # Two independent paths through a diagonal middle block; path 2 starts at 1e-240. Balanced,
+    # every weight of a path is the cube root of its product (Theorem 5.6 with p = 2, c = 1),
+    # so path 2's units scale by ~1e160: e^{-x} spans more than a float64 mat-vec holds.
+    a = 1e-240
+    mats = [np.array([[2.0], [a]]), np.eye(2), np.array([[1.0, 3.0]])]
+    pb = balgraph.Problem.from_layers(mats)
+    res = balgraph.solve(pb, method=method, tol=1e-12)
+    assert res.info["schedule"] == "dense layers" and res.info["fallback"].startswith("general path")
+    expected = np.cbrt([2.0, 2.0, a * 3.0, a * 3.0, 2.0, a * 3.0])
+    w = np.abs(res.weight_array)
+    np.testing.assert_allclose(np.sort(w[w > 0]), np.sort(expected), rtol=1e-9)
+    logc = np.asarray(res.history["log_cost"])
+    assert np.all(np.diff(logc) <= 1e-13 * (1 + np.abs(logc[:-1])))

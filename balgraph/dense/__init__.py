@@ -15,18 +15,27 @@ Examples
 ('dense', True)
 """
 
-from ._api import LayerBalance, balance_layers, dispatch, solve_dense_sweeps
+from ._api import (
+    LayerBalance,
+    balance_layers,
+    dispatch,
+    layer_sweeps,
+    solve_dense_sweeps,
+)
 from ._costs import LayeredCosts, RangeExceeded
 from ._plan import plan_problem
+from ._sweep import LayerSweeps
 from ._xp import array_module
 
 __all__ = [
     "LayerBalance",
+    "LayerSweeps",
     "LayeredCosts",
     "RangeExceeded",
     "array_module",
     "balance_layers",
     "dispatch",
+    "layer_sweeps",
     "plan_problem",
     "solve_dense_sweeps",
 ]

@@ -1,4 +1,4 @@
-"""Entry points of the dense fast path: the Newton dispatch, the sweep method, ``balance_layers``."""
+"""Entry points of the dense fast path: the Newton dispatch, the sweeps, ``balance_layers``."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ from ..regularizers import Regularizer
 from ..result import SolverOutput
 from ._costs import LayeredCosts, RangeExceeded
 from ._plan import plan_layers, plan_problem
-from ._solve import newton_cg, sweeps
+from ._solve import newton_cg
+from ._sweep import LayerSweeps
 from ._xp import array_module, module_of, to_host
 
-__all__ = ["LayerBalance", "balance_layers", "dispatch", "solve_dense_sweeps"]
+__all__ = ["LayerBalance", "balance_layers", "dispatch", "layer_sweeps", "solve_dense_sweeps"]
 
 
 def _costs(problem: Problem, reg: Regularizer, plan, device, storage) -> LayeredCosts:
@@ -90,6 +91,23 @@ def dispatch(
     return SolverOutput(to_host(x) / costs.p, converged, k, message, history, info)
 
 
+def layer_sweeps(
+    problem: Problem, reg: Regularizer, order: str = "parallel", *, u0=None, device: str | None = None
+) -> LayerSweeps | str:
+    """The sweep state of ``problem`` at ``u0`` (zeros by default), or why it has none.
+
+    Any one-term cost ``Σ_e b_e |w_e|^p`` qualifies (:func:`plan_problem` with
+    ``coefficients=True``). Raises :class:`RangeExceeded` when the costs outgrow float64 mat-vecs.
+    """
+    plan = plan_problem(problem, reg, coefficients=True)
+    if isinstance(plan, str):
+        return plan
+    xp = array_module(device)
+    blocks = [(xp.asarray(W), gi, go, name) for W, gi, go, name in plan.blocks]
+    costs = LayeredCosts(xp, next(iter(reg.terms)), plan.sizes, xp.asarray(plan.degree), blocks)
+    return LayerSweeps(costs, _x0(costs, u0, problem.n_vars), order)
+
+
 def solve_dense_sweeps(
     problem: Problem,
     reg: Regularizer,
@@ -100,11 +118,13 @@ def solve_dense_sweeps(
     callback: Callable | None = None,
     u0=None,
     device: str | None = None,
+    order: str = "alternating",
 ) -> SolverOutput:
-    """Exact layer-parallel balancing (Prop. 4.4, eqs. 5.6, 6.6) on dense blocks, to ``tol``.
+    """Exact layer sweeps (Prop. 4.4, eqs. 5.6, 6.6, Section 8.2) on dense blocks, to ``tol``.
 
-    The ``"parallel"`` schedule on a layered net, every layer at once per step, with sums by
-    BLAS mat-vecs (2 weight-passes per sweep). Default ``max_iter``: 100 000 sweeps.
+    The loop of :func:`balgraph.solve`'s ``"parallel"``/``"alternating"`` methods on
+    :class:`LayerSweeps`, here also from ``u0`` and on a GPU ``device``; ``order`` as there
+    (2 weight-passes per sweep and check). Default ``max_iter``: 100 000 sweeps.
     Raises :class:`~balgraph.errors.NetworkError` when the problem is not layered
     (:func:`plan_problem`) and :class:`RangeExceeded` when its costs outgrow float64 mat-vecs.
 
@@ -116,18 +136,17 @@ def solve_dense_sweeps(
     >>> out.converged, round(float(np.exp(out.u[0])), 12)   # λ* = (1/16)^(1/4), eq. 5.6
     (True, 0.5)
     """
+    from ..iterative import run_sweeps
+
     del seed
-    plan = plan_problem(problem, reg)
-    if isinstance(plan, str):
-        raise NetworkError(f"the dense sweeps cannot take this problem: {plan}")
-    start = time.perf_counter()
-    costs = _costs(problem, reg, plan, device, "float64")
-    x, converged, k, message, history = sweeps(
-        costs, _x0(costs, u0, problem.n_vars), tol=tol,
-        max_iter=100_000 if max_iter is None else int(max_iter), callback=callback, start=start,
-    )
-    info = {"fast_path": "dense", "sweeps": k, "matvec_passes": costs.work / max(costs.total, 1)}
-    return SolverOutput(to_host(x) / costs.p, converged, k, message, history, info)
+    state = layer_sweeps(problem, reg, order, u0=u0, device=device)
+    if isinstance(state, str):
+        raise NetworkError(f"the dense sweeps cannot take this problem: {state}")
+    out = run_sweeps(state, tol=tol, max_iter=100_000 if max_iter is None else int(max_iter),
+                     callback=callback, method=f"dense {order} sweeps",
+                     info={"fast_path": "dense", "schedule": "dense layers", "order": order})
+    out.info["matvec_passes"] = state.costs.work / max(state.costs.total, 1)
+    return out
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Scaled layer costs as dense blocks: in/out sums, exact layer sweeps and Hessian products.
+"""Scaled layer costs as dense blocks: in/out sums and Hessian products (sweeps: :mod:`._sweep`).
 
 Work in ``x = p·u`` (``u = log Λ``). A block maps free units ``I`` (or fixed ones) to ``O``; its
 costs ``φ_kj = |w_kj|^p e^{x_k − c_j x_j}`` form the matrix ``diag(e^{x_O}) A diag(e^{−c x_I})``
@@ -88,9 +88,9 @@ class LayeredCosts:
     >>> import numpy as np
     >>> W1, W2 = np.array([[4.0]]), np.array([[1.0]])
     >>> costs = LayeredCosts(np, 2.0, [1], np.ones(1), [(W1, None, 0, "1"), (W2, 0, None, "2")])
-    >>> x = costs.sweep(np.zeros(1))[0]   # exact local balancing, eq. 5.6: λ* = (1/16)^(1/4)
-    >>> float(np.exp(x[0] / 2))
-    0.5
+    >>> log_in, log_out = costs.sides(np.zeros(1))[:2]   # in = 4², out = 1²
+    >>> round(float(np.exp(log_in[0])), 12), round(float(np.exp(log_out[0])), 12)
+    (16.0, 1.0)
     """
 
     def __init__(self, xp, p, sizes, degree, blocks, storage=np.float64, chunk: int | None = None):
@@ -105,6 +105,8 @@ class LayeredCosts:
         self.logc = xp.log(self.c)
         self.fin = xp.full(self.n, -np.inf)
         self.fout = xp.full(self.n, -np.inf)
+        # fixed-to-fixed blocks (a bias into the outputs): a constant part of R, log Σ |w|^p
+        self.log_fixed = -np.inf
         self.flags, self.work, self.total = [], 0, 0
         inner = []
         for W, gi, go, name in blocks:
@@ -117,33 +119,35 @@ class LayeredCosts:
                 self.fout[s] = xp.logaddexp(self.fout[s], _log_sums(xp, W, self.p, 0))
             elif gi is not None:
                 inner.append((W, gi, go, name))
+            elif W.size:
+                part = float(to_host(_lse(xp, _log_sums(xp, W, self.p, 1))))
+                self.log_fixed = float(np.logaddexp(self.log_fixed, part))
         colour = colour_groups(self.n_groups, [(gi, go) for _, gi, go, _ in inner])
-        self.n_colours = int(colour.max(initial=-1)) + 1
-        self.unit_colour = xp.asarray(np.repeat(colour, self.sizes))
+        # batches never straddle colours, so a sweep over every other layer uses whole batches
         self.batches = make_batches(xp, inner, colour, self.p, offsets, self.c, storage, chunk)
-        for b in self.batches:
-            b.colour_in, b.colour_out = int(colour[b.gi_host[0]]), int(colour[b.go_host[0]])
 
     # ------------------------------------------------------------------ sums
-    def _in_part(self, b, x):
-        """``log`` of the costs that batch ``b`` brings into its output units, ``(nb, n_out)``."""
+    def in_part(self, b, x, sel: slice = slice(None)):
+        """``log Σ_j |w_kj|^p e^{−c_j x_j}`` into the output units of batch ``b``'s blocks ``sel``
+        (without their own factor ``e^{x_k}``), ``(len(sel), n_out)``: one pass over those blocks."""
         xp = self.xp
-        e_in = -b.c_in * x[b.in_idx]
+        e_in = -b.c_in[sel] * x[b.in_idx[sel]]
         tau = e_in.max(axis=1, keepdims=True)
-        y = b.mv(xp.exp(e_in - tau))
-        self.work += b.size
-        self.flags.append(xp.any((y < _TINY) & b.row_nz))
-        return b.a + x[b.out_idx] + tau + _log(xp, y)
+        y = b.mv(xp.exp(e_in - tau), sel=sel)
+        self.work += y.size * b.A.shape[2]
+        self.flags.append(xp.any((y < _TINY) & b.row_nz[sel]))
+        return b.a[sel] + tau + _log(xp, y)
 
-    def _out_part(self, b, x):
-        """``log`` of the costs that leave batch ``b``'s input units through it, ``(nb, n_in)``."""
+    def out_part(self, b, x, sel: slice = slice(None)):
+        """``log Σ_k |w_kj|^p e^{x_k}`` out of the input units of batch ``b``'s blocks ``sel``
+        (without their own factor ``e^{−c_j x_j}``), ``(len(sel), n_in)``."""
         xp = self.xp
-        xo = x[b.out_idx]
+        xo = x[b.out_idx[sel]]
         sigma = xo.max(axis=1, keepdims=True)
-        z = b.rmv(xp.exp(xo - sigma))
-        self.work += b.size
-        self.flags.append(xp.any((z < _TINY) & b.col_nz))
-        return b.a - b.c_in * x[b.in_idx] + sigma + _log(xp, z)
+        z = b.rmv(xp.exp(xo - sigma), sel=sel)
+        self.work += z.size * b.A.shape[1]
+        self.flags.append(xp.any((z < _TINY) & b.col_nz[sel]))
+        return b.a[sel] + sigma + _log(xp, z)
 
     def sides(self, x):
         """``(log in, log out, log out-to-fixed, per-batch log Σ c_j φ_kj)`` at ``x``: 2 passes."""
@@ -153,8 +157,8 @@ class LayeredCosts:
         log_out = log_fixed_out.copy()
         cross = []
         for b in self.batches:
-            log_in[b.out_idx] = xp.logaddexp(log_in[b.out_idx], self._in_part(b, x))
-            part = self._out_part(b, x)
+            log_in[b.out_idx] = xp.logaddexp(log_in[b.out_idx], self.in_part(b, x) + x[b.out_idx])
+            part = self.out_part(b, x) - b.c_in * x[b.in_idx]
             log_out[b.in_idx] = xp.logaddexp(log_out[b.in_idx], part)
             cross.append(_lse(xp, b.logc_in(self.logc) + part, axis=1))
         return log_in, log_out, log_fixed_out, cross
@@ -183,33 +187,6 @@ class LayeredCosts:
         if np.any(host[:k]) or np.any(np.isnan(host[k:]) | (host[k:] == np.inf)):
             raise RangeExceeded("a layer's scaled costs under- or overflowed float64 mat-vecs")
         return host[k:]
-
-    # ------------------------------------------------------------------ exact sweeps
-    def sweep(self, x):
-        """One exact sweep of independent sets (Prop. 4.4, eqs. 5.6 and 6.6): 2 passes.
-
-        The groups of one colour (every other layer of a chain) share no edge; all their units
-        move at once to ``x_k + (log(c·out_k) − log in_k)/(1 + c_k)``, each its exact minimizer
-        with the rest held (red–black Gauss–Seidel over layers). Returns the new ``x`` and the
-        largest ``|log in − log(c·out)|`` met before the updates (a device scalar).
-        """
-        xp = self.xp
-        x = x.copy()
-        worst = []
-        for colour in range(self.n_colours):
-            lin = self.fin + x
-            lout = self.fout - self.c * x
-            for b in self.batches:
-                if b.colour_out == colour:
-                    lin[b.out_idx] = xp.logaddexp(lin[b.out_idx], self._in_part(b, x))
-                if b.colour_in == colour:
-                    lout[b.in_idx] = xp.logaddexp(lout[b.in_idx], self._out_part(b, x))
-            with np.errstate(invalid="ignore"):  # units of other colours may be -inf on both sides
-                diff = self.logc + lout - lin
-            diff = xp.where(xp.isfinite(diff) & (self.unit_colour == colour), diff, 0.0)
-            x += diff / (1.0 + self.c)
-            worst.append(xp.abs(diff).max())
-        return x, xp.stack(worst).max()
 
     # ------------------------------------------------------------------ Hessian
     def hessian(self, pt: Point, coarse: bool = True) -> ScaledHessian:

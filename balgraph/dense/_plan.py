@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..problem import Problem
-from ..regularizers import Lp, Regularizer
+from ..regularizers import Lp, PowerSum, Regularizer
 
 __all__ = ["LayeredPlan", "plan_layers", "plan_problem"]
 
@@ -39,8 +39,21 @@ def _coefficient_reason(reg: Regularizer) -> str | None:
     return None
 
 
-def plan_problem(problem: Problem, reg: Regularizer) -> LayeredPlan | str:
+def _folded(problem: Problem, reg: Regularizer) -> np.ndarray | str:
+    """``b_e^{1/p} |w_e|`` for a one-term cost ``Σ b_e |w_e|^p``, or why it leaves float64."""
+    p = next(iter(reg.terms))
+    log_phi = reg.edge_terms(problem.log_abs_weight, np.zeros(problem.n_edges))[0]
+    w = np.exp(log_phi / p)
+    if np.any(np.isfinite(log_phi) & ((w == 0) | ~np.isfinite(w))):
+        return "per-edge coefficients take b^(1/p)|w| beyond float64"
+    return w
+
+
+def plan_problem(problem: Problem, reg: Regularizer, *, coefficients: bool = False) -> LayeredPlan | str:
     """The dense layout of ``problem``, or a string saying why it does not qualify.
+
+    With ``coefficients=True`` any one-term cost ``Σ_e b_e |w_e|^p`` qualifies: the blocks
+    then hold ``b_e^{1/p} |w_e|``, whose ``p``-th powers are the edge costs.
 
     Examples
     --------
@@ -52,9 +65,17 @@ def plan_problem(problem: Problem, reg: Regularizer) -> LayeredPlan | str:
     >>> plan_problem(pb, balgraph.PowerSum({1.0: 1.0, 2.0: 1.0}))
     'the regularizer is PowerSum({1.0: 1.0, 2.0: 1.0}), not Lp'
     """
-    reason = _coefficient_reason(reg)
-    if reason:
-        return reason
+    folded = None
+    if coefficients and isinstance(reg, PowerSum) and len(reg.terms) == 1:
+        coef = next(iter(reg.terms.values()))
+        if not (isinstance(coef, float) and coef == 1.0):  # fold even a scalar: R is reported
+            folded = _folded(problem, reg)
+            if isinstance(folded, str):
+                return folded
+    else:
+        reason = _coefficient_reason(reg)
+        if reason:
+            return reason
     layers = problem.layers
     if not layers:
         return "the problem has no dense layer blocks (build it with Problem.from_layers)"
@@ -97,7 +118,7 @@ def plan_problem(problem: Problem, reg: Regularizer) -> LayeredPlan | str:
         go = index.get((L.out_start, L.n_out))
         if gi is not None and gi == go:
             return f"layer block {k} maps units {problem.nodes[L.out_start]!r}.. onto themselves"
-        W = problem.weight[L.edge_slice].reshape(L.n_out, L.n_in)
+        W = (problem.weight if folded is None else folded)[L.edge_slice].reshape(L.n_out, L.n_in)
         blocks.append((W, gi, go, f"layer block {k} (into unit {problem.nodes[L.out_start]!r}..)"))
     return LayeredPlan([n for _, n in groups], problem.var_degree.copy(), blocks)
 

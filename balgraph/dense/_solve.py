@@ -1,4 +1,4 @@
-"""Newton–CG and exact layer sweeps on dense layer blocks (the fast path of design.md §2).
+"""Newton–CG on dense layer blocks (the fast path of design.md §2), warmed up by exact sweeps.
 
 Newton on ``x = p·u``: gradient ``in − c·out``, Hessian ``diag(in + c²·out) − K``
 (:mod:`._costs`). Each iteration solves the Jacobi-scaled Newton equation by CG, inexactly
@@ -6,7 +6,7 @@ Newton on ``x = p·u``: gradient ``in − c·out``, Hessian ``diag(in + c²·out
 additive one-scale-per-layer coarse correction, then backtracks on ``log R``; when the
 predicted decrease ``−gᵀd`` is below ``1e-12·R`` (beyond what ``R`` resolves, about ``R r²``)
 a step is judged by the largest log-imbalance instead. Up to ``warmup`` exact layer sweeps
-(eqs. 5.6, 6.6) come first. Cost per Newton iteration: 2 passes over the free-to-free blocks
+(eqs. 5.6, 6.6; :mod:`._sweep`) come first. Cost per Newton iteration: 2 passes over the free-to-free blocks
 for the sums, 2 per CG iteration; blocks with a fixed side cost nothing after set-up.
 """
 
@@ -18,9 +18,10 @@ from collections.abc import Callable
 import numpy as np
 
 from ._costs import LayeredCosts, Point, RangeExceeded
+from ._sweep import LayerSweeps
 from ._xp import to_host
 
-__all__ = ["newton_cg", "sweeps"]
+__all__ = ["newton_cg"]
 
 _FLAT = 1e-12
 _ARMIJO = 1e-4
@@ -40,17 +41,16 @@ def _record(history: dict, k: int, pt: Point, start: float) -> None:
 
 
 def warm(costs: LayeredCosts, x, max_sweeps: int, tol: float):
-    """Up to ``max_sweeps`` exact sweeps; stop when the log-imbalance shrinks < 30 % a sweep."""
-    worst = np.inf
-    done = 0
-    for _ in range(max_sweeps):
-        x, gap = costs.sweep(x)
+    """Up to ``max_sweeps`` alternating sweeps; stop when the log-imbalance shrinks < 30 % a sweep."""
+    state = LayerSweeps(costs, x, "alternating")
+    worst, done = state.gap, 0
+    while done < max_sweeps and state.gap > 2.0 * tol:
+        state.sweep()
         done += 1
-        gap = float(costs.check(gap)[0])
-        if gap > 0.7 * worst or gap <= 2.0 * tol:
+        if state.gap > 0.7 * worst:
             break
-        worst = gap
-    return x, done
+        worst = state.gap
+    return state.x, done
 
 
 def pcg(op, b, rtol: float, maxiter: int, xp):
@@ -167,44 +167,3 @@ def _line_search(costs: LayeredCosts, pt: Point, d, half):
                 return new, b
         alpha *= 0.5
     return None, _MAX_BACKTRACKS
-
-
-def sweeps(
-    costs: LayeredCosts,
-    x,
-    *,
-    tol: float,
-    max_iter: int,
-    callback: Callable | None = None,
-    start: float,
-):
-    """Exact layer-parallel sweeps to ``tol``: the fast path of the ``"parallel"`` schedule.
-
-    Each sweep balances every layer exactly and at once, layer after layer (2 passes). The
-    largest imbalance met before the updates is the cheap stopping test; when it is below
-    ``tol`` the imbalance at the final point is computed (2 more passes) and must be too.
-    Returns ``(x, converged, sweeps, message, history)``; ``history`` has ``sweeps``,
-    ``max_imbalance`` (the test's value) and ``time``.
-    """
-    history = {"sweeps": [], "max_imbalance": [], "time": []}
-    k = 0
-    pt = Point(costs, x)
-    worst = pt.worst
-    converged = worst <= tol
-    while not converged and k < max_iter:
-        k += 1
-        x, gap = costs.sweep(x)
-        worst = float(np.tanh(0.5 * costs.check(gap)[0]))
-        history["sweeps"].append(k)
-        history["max_imbalance"].append(worst)
-        history["time"].append(time.perf_counter() - start)
-        if callback is not None:
-            callback(k, to_host(x) / costs.p)
-        if worst <= tol:
-            pt = Point(costs, x)
-            converged = pt.worst <= tol
-    if converged:
-        message = f"every free variable balanced to <= tol={tol:g} after {k} sweeps"
-    else:
-        message = f"max_iter={max_iter} sweeps reached (max relative imbalance {worst:.3g})"
-    return x, converged, k, message, history
