@@ -233,7 +233,7 @@ def solve_shared(
     sides = VariableSides(G)
     structure = hz.structure_of(G)
     pt = _Point(G, law, sub, sides, np.zeros(N.shape[1]))
-    history: dict[str, list] = {"iteration": [0], "cost": [pt.log_cost], "max_imbalance": [pt.worst]}
+    history: dict[str, list] = {"iteration": [0], "log_cost": [pt.log_cost], "max_imbalance": [pt.worst]}
     message, k = "", 0
     while pt.worst > tol and k < max_iter:
         k += 1

@@ -30,12 +30,12 @@ _MAX_STEP = 30.0
 
 
 def _history() -> dict:
-    return {"iteration": [], "cost": [], "max_imbalance": [], "time": []}
+    return {"iteration": [], "log_cost": [], "max_imbalance": [], "time": []}
 
 
 def _record(history: dict, k: int, pt: Point, start: float) -> None:
     history["iteration"].append(k)
-    history["cost"].append(pt.log_cost)
+    history["log_cost"].append(pt.log_cost)
     history["max_imbalance"].append(pt.worst)
     history["time"].append(time.perf_counter() - start)
 
