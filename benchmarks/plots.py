@@ -26,8 +26,8 @@ def plot_report(report: dict, out: Path) -> None:
                 x = np.asarray(h["time"])
                 if axis_kind == "passes":
                     x = x / entry["weight_pass"]
-                if h.get("cost") and best is not None:
-                    excess = np.maximum(np.expm1(np.minimum(np.asarray(h["cost"]) - best, 700)), 1e-17)
+                if h.get("log_cost") and best is not None:
+                    excess = np.maximum(np.expm1(np.minimum(np.asarray(h["log_cost"]) - best, 700)), 1e-17)
                     axes[0, col].loglog(np.maximum(x, 1e-6), excess, label=r["method"])
                 if h.get("max_imbalance"):
                     axes[1, col].loglog(np.maximum(x, 1e-6), h["max_imbalance"], label=r["method"])

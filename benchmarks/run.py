@@ -116,7 +116,7 @@ def run_method(problem, method: str, p: float, tol: float, budget: float) -> dic
         "log_cost": res.log_cost_after,
         "peak_bytes": peak,
         "info": {k: v for k, v in res.info.items() if isinstance(v, (int, float, str, bool))},
-        "history": {k: [float(x) for x in v] for k, v in hist.items() if k in ("time", "cost", "max_imbalance")},
+        "history": {k: [float(x) for x in v] for k, v in hist.items() if k in ("time", "log_cost", "max_imbalance")},
         "weights": res.weight_array,
     }
 
