@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import csgraph
 
+from . import _scaled
 from ._logsum import VariableSides
 from .problem import Problem
 
@@ -129,6 +130,7 @@ def warm_up(
     classes: np.ndarray,
     max_sweeps: int,
     tol: float = 0.0,
+    sides: VariableSides | None = None,
 ) -> tuple[np.ndarray, int]:
     """Run up to ``max_sweeps`` local balancing sweeps of the L_p cost from ``u``.
 
@@ -137,15 +139,15 @@ def warm_up(
 
     Stops early when the largest log-imbalance ``|log P − log N|`` shrinks by less than 30 %
     in a sweep (local balancing has done its fast part) or falls below ``2 tol`` (the relative
-    imbalance is ``tanh`` of half of it). Returns ``(u, sweeps)``; ``u`` is a
-    new array.
+    imbalance is ``tanh`` of half of it). ``sides`` is ``VariableSides(G)`` when the caller
+    already has it. Returns ``(u, sweeps)``; ``u`` is a new array.
     """
     u = np.array(u, dtype=np.float64)
     denom = _closed_form_denominator(G)
     movable = np.isfinite(denom)
     if max_sweeps <= 0 or not movable.any():
         return u, 0
-    sides = VariableSides(G)
+    sides = VariableSides(G) if sides is None else sides
     t = G @ u
 
     def log_gap(t):
@@ -194,3 +196,64 @@ def _level_blocks(G: sp.csr_matrix, levels: np.ndarray, movable: np.ndarray) -> 
         ).tocsr()
         blocks.append((rows, sub, cols, VariableSides(sub)))
     return blocks
+
+
+def warm_up_scaled(form, u: np.ndarray, classes: np.ndarray, max_sweeps: int, tol: float = 0.0):
+    """:func:`warm_up` with the scaling-vector form of the costs (:mod:`balgraph._scaled`).
+
+    A variable of class ``C`` moves by ``δ = (log(c·out) − log in) / (p (1 + c))`` (eqs. 5.6,
+    6.6), its sides read from the rows of ``A`` and ``Aᵀ`` of the class: one pass over the
+    weights per side and sweep, no per-edge ``exp``. Variables with edges inside themselves
+    (no closed form) or an empty side stay put. Returns ``(u, sweeps, point)`` with ``point``
+    the scaled point at ``u``, or ``None`` when the scales left float64's range (the caller
+    continues with :func:`warm_up` from ``u``).
+    """
+    n = form.n
+    u = np.array(u, dtype=np.float64)
+    pt = form.point(u)
+    movable = (np.diff(form.A.indptr)[:n] > 0) & (np.diff(form.AT.indptr)[:n] > 0)
+    movable[form.odd_col] = False
+    if pt is None or max_sweeps <= 0 or not movable.any():
+        return u, 0, pt
+    order = np.argsort(classes, kind="stable")
+    bounds = np.searchsorted(classes[order], np.arange(classes.max(initial=-1) + 2))
+    blocks = [c[movable[c]] for c in np.split(order, bounds[1:-1])]
+    blocks = [c for c in blocks if c.size]
+    subs: dict = {}
+
+    def gap_of(pt) -> float:
+        g = np.abs(pt.log_p - pt.log_n)[movable]
+        return float(np.max(np.where(np.isfinite(g), g, 0.0), initial=0.0))
+
+    worst = gap_of(pt)
+    sweeps = 0
+    for _ in range(max_sweeps):
+        if subs.get("base") != form.base:
+            subs = {"base": form.base, "in": [form.A[c] for c in blocks],
+                    "out": [form.AT[c] for c in blocks]}
+        d = u - form.u_b
+        x = np.append(form.p * d, 0.0)
+        y = np.append(form.p * form.c * d, 0.0)
+        kx, ky = 0.5 * (x.max() + x.min()), -0.5 * (y.max() + y.min())
+        e1, e2 = np.exp(x - kx), np.exp(-y - ky)
+        room = _scaled._SAFE - form.la - form.log_m
+        for cols, a_in, a_out in zip(blocks, subs["in"], subs["out"]):
+            with np.errstate(divide="ignore"):
+                log_in = x[cols] + ky + np.log(a_in @ e2)
+                log_out = form.log_c[cols] - y[cols] + kx + np.log(a_out @ e1)
+            step = (log_out - log_in) / (form.p * (1.0 + form.c[cols]))
+            u[cols] += np.where(np.isfinite(step), step, 0.0)
+            x[cols] = form.p * (u[cols] - form.u_b[cols])
+            y[cols] = form.c[cols] * x[cols]
+            if not (np.all(np.abs(x[cols] - kx) <= room) and np.all(np.abs(y[cols] + ky) <= room)):
+                return u, sweeps + 1, None
+            e1[cols], e2[cols] = np.exp(x[cols] - kx), np.exp(-y[cols] - ky)
+        sweeps += 1
+        pt = form.point(u)
+        if pt is None:
+            return u, sweeps, None
+        new_worst = gap_of(pt)
+        if new_worst > 0.7 * worst or new_worst <= 2.0 * tol:
+            break
+        worst = new_worst
+    return u, sweeps, pt

@@ -17,6 +17,12 @@ Hessian is ``Gᵀ diag(φ'') G``. Each iteration
 
 Before the first iteration a few exact local balancing sweeps (eqs. 5.6, 6.6; see
 :mod:`balgraph._warmup`) bring far-off scales close, where Newton converges quadratically.
+
+For the L_p cost the sums over edges are sparse mat-vecs with ``A = |w|^p`` under diagonal
+scalings (:mod:`balgraph._scaled`): a point costs two passes over the weights, a Hessian
+product two, and no per-edge ``exp`` is taken after the first. Whenever a product could leave
+float64 (costs spanning more than about 1e±280) the iteration uses the per-edge log-domain
+sums above instead, point by point.
 """
 
 from __future__ import annotations
@@ -27,9 +33,10 @@ from collections.abc import Callable
 import numpy as np
 
 from . import _hessian as hz
-from ._line import _restrict
+from ._line import _restrict, single_power
 from ._logsum import VariableSides, logsumexp
-from ._warmup import colour_classes, variable_levels, warm_up
+from ._scaled import ScaledOperator, ScalingForm
+from ._warmup import colour_classes, variable_levels, warm_up, warm_up_scaled
 from .errors import NetworkError
 from .problem import Problem
 from .regularizers import Lp, Regularizer
@@ -150,47 +157,102 @@ def solve_newton(
     # R, whose relative decrease judges the steps.
     full = problem.G.tocsr()
     nz = np.flatnonzero((problem.weight != 0) & (np.diff(full.indptr) > 0))
-    G = full[nz].tocsr()
-    G.sort_indices()
+    G = full[nz].tocsr() if nz.size < full.shape[0] else full
+    if not G.has_sorted_indices:
+        G = G.copy()  # problem.G is the caller's
+        G.sort_indices()
     law = problem.log_abs_weight[nz]
     # Per-edge coefficient arrays must follow the same edge subset as law.
     reg = _restrict(reg, nz)
-    sides = VariableSides(G)
     u = np.zeros(nv) if u0 is None else np.array(u0, dtype=np.float64).ravel()
     if u.shape != (nv,):
         raise NetworkError(f"u0 must hold one potential per free variable ({nv}), got {u.size}")
+    with hz.one_blas_thread():
+        return _iterate(problem, G, law, reg, u, nz, start, tol=tol, max_iter=max_iter,
+                        callback=callback, warmup=warmup, linear_solver=linear_solver,
+                        dense_max=dense_max, cg_maxiter=cg_maxiter, coarse=coarse)
+
+
+class _Evaluator:
+    """Points and Hessians: mat-vecs with the scaling-vector form of L_p costs
+    (:mod:`balgraph._scaled`) where float64 allows, per-edge log-domain sums otherwise."""
+
+    def __init__(self, problem, G, law, reg, nz):
+        self.G, self.law, self.reg = G, law, reg
+        p = single_power(reg)
+        log_a = reg.edge_terms(law, np.zeros_like(law))[0] if p is not None else None
+        self.form = ScalingForm.build(problem, nz, log_a, p) if G.shape[1] else None
+        self._sides = self._structure = None
+
+    @property
+    def sides(self) -> VariableSides:
+        if self._sides is None:
+            self._sides = VariableSides(self.G)
+        return self._sides
+
+    def point(self, u: np.ndarray):
+        pt = self.form.point(u) if self.form is not None else None
+        return pt if pt is not None else _Point(self.G, self.law, self.reg, self.sides, u)
+
+    def hessian(self, pt):
+        """``(point, S)``: the scaled Hessian at ``pt`` (re-evaluated per edge if needed)."""
+        if self.form is not None and not hasattr(pt, "log_l"):
+            # Once per iteration, try to bring the scaled form back (a rebase at pt).
+            self.form.allow_rebase = True
+            pt = self.form.point(pt.u) or pt
+        if self.form is not None and hasattr(pt, "log_l"):
+            S = ScaledOperator.at(self.form, pt)
+            if S is not None:
+                return pt, S
+        if not hasattr(pt, "log_d2"):
+            pt = _Point(self.G, self.law, self.reg, self.sides, pt.u)
+        if self._structure is None:
+            self._structure = hz.structure_of(self.G)
+        return pt, hz.ScaledHessian(self.G, pt.log_d2, self._structure)
+
+
+def _iterate(problem, G, law, reg, u, nz, start, *, tol, max_iter, callback, warmup,
+             linear_solver, dense_max, cg_maxiter, coarse) -> SolverOutput:
+    """The Newton loop of :func:`solve_newton` on the non-zero edges ``nz``."""
+    nv = problem.n_vars
+    ev = _Evaluator(problem, G, law, reg, nz)
     info = dict(newton_iterations=0, cg_iterations=0, backtracks=0, warmup_sweeps=0)
-    history: dict[str, list] = {"iteration": [], "cost": [], "max_imbalance": [], "time": []}
+    history: dict[str, list] = {"iteration": [], "log_cost": [], "max_imbalance": [], "time": []}
 
     levels, acyclic = variable_levels(problem) if nv else (np.zeros(0, np.int64), True)
+    pt = ev.point(u)
     if isinstance(reg, Lp) and nv and warmup > 0:
         # Depth levels of a DAG, colour classes otherwise: independent sets either way. A
         # colouring costs one pass over the edges per colour (hundreds on W4), so graphs with
         # cycles are warmed up only when some unit is far off (in/out ratio beyond e^_FAR).
-        far = acyclic or _Point(G, law, reg, sides, u).gap > _FAR
-        if far:
+        if acyclic or pt.gap > _FAR:
             blocks = levels if acyclic else colour_classes(problem)
-            u, info["warmup_sweeps"] = warm_up(G, law, reg.p, u, blocks, warmup, tol)
+            done, wpt = 0, None
+            if ev.form is not None:
+                u, done, wpt = warm_up_scaled(ev.form, u, blocks, warmup, tol)
+            if wpt is None:
+                u, more = warm_up(G, law, reg.p, u, blocks, warmup - done, tol, sides=ev.sides)
+                done += more
+            info["warmup_sweeps"] = done
+            pt = wpt if wpt is not None else ev.point(u)
     use_dense = linear_solver == "dense" or (linear_solver == "auto" and nv <= dense_max)
     info["linear_solver"] = "dense" if use_dense else "cg"
-    structure = hz.structure_of(G)
     n_levels = int(levels.max(initial=-1)) + 1
     space = hz.CoarseSpace(G, levels, n_levels) if coarse and not use_dense and n_levels < nv else None
 
-    def record(k: int, pt: _Point) -> None:
+    def record(k: int, pt) -> None:
         history["iteration"].append(k)
-        history["cost"].append(pt.log_cost)
+        history["log_cost"].append(pt.log_cost)
         history["max_imbalance"].append(pt.worst)
         history["time"].append(time.perf_counter() - start)
 
-    pt = _Point(G, law, reg, sides, u)
     record(0, pt)
     message = ""
     converged = pt.worst <= tol
     k = 0
     while not converged and k < max_iter:
         k += 1
-        S = hz.ScaledHessian(G, pt.log_d2, structure)
+        pt, S = ev.hessian(pt)
         h = S.half_log_d
         # γ = g / D is the relative gradient, O(r); the symmetric system's right side is −γ√D'.
         gamma = pt.gradient_over(S.log_d)
@@ -202,7 +264,7 @@ def solve_newton(
             y, its = hz.pcg(S, -gamma * np.exp(h), rtol=rtol, maxiter=cg_maxiter, coarse=cc)
             info["cg_iterations"] += its
             d = y * np.exp(-h)
-        new, backtracks, ok = _line_search(G, law, reg, sides, pt, d, gamma)
+        new, backtracks, ok = _search(ev.point, pt, d, gamma)
         info["backtracks"] += backtracks
         if not ok:
             message = (
@@ -224,10 +286,16 @@ def solve_newton(
 
 
 def _line_search(G, law, reg, sides, pt: _Point, d: np.ndarray, gamma: np.ndarray):
+    """:func:`_search` with per-edge points ``_Point(G, law, reg, sides, u)``."""
+    return _search(lambda u: _Point(G, law, reg, sides, u), pt, d, gamma)
+
+
+def _search(make: Callable, pt, d: np.ndarray, gamma: np.ndarray):
     """Backtrack from the full step; return ``(new point, backtracks, success)``.
 
-    Armijo on ``log R`` while the predicted relative decrease ``−gᵀd/R`` is resolvable;
-    below that floor, a step is accepted when it lowers the largest relative imbalance.
+    ``make(u)`` evaluates a point. Armijo on ``log R`` while the predicted relative decrease
+    ``−gᵀd/R`` is resolvable; below that floor, a step is accepted when it lowers the largest
+    relative imbalance.
     """
     slope = float(pt.gradient_over(pt.log_cost) @ d)  # gᵀd / R
     if not slope < 0.0:
@@ -241,7 +309,7 @@ def _line_search(G, law, reg, sides, pt: _Point, d: np.ndarray, gamma: np.ndarra
     alpha = min(1.0, _MAX_STEP / max(float(np.max(np.abs(d), initial=0.0)), 1e-300))
     for b in range(_MAX_BACKTRACKS):
         u = pt.u + alpha * d
-        new = _Point(G, law, reg, sides, u)
+        new = make(u)
         if np.all(np.isfinite(u)) and np.isfinite(new.log_cost) and not np.isnan(new.worst):
             if flat:
                 ok = new.gap < pt.gap
