@@ -49,6 +49,9 @@ gap = np.max(np.abs(cpu.u - gpu.u))
 print(f"W5 Problem path: CPU {t_cpu:.3f} s, GPU {t_gpu:.3f} s (host->device copy included),"
       f" GPU/CPU = {t_gpu / t_cpu:.3f}; converged {cpu.converged}/{gpu.converged}; max |u_gpu - u_cpu| {gap:.2e}")
 print("  GPU info:", {k: v for k, v in gpu.info.items() if not isinstance(v, (list, dict))})
+t_api, res = clock(lambda: balgraph.solve(pb, device="cuda"))
+print(f"W5 balgraph.solve(device='cuda') end to end (structure check and report on the CPU): {t_api:.3f} s,"
+      f" converged {res.converged}, max imbalance {res.max_imbalance:.2e}")
 mats = [pb.weight[L.edge_slice].reshape(L.n_out, L.n_in) for L in pb.layers if L.n_in > 1]
 biases = [pb.weight[L.edge_slice] for L in pb.layers if L.n_in == 1]
 d_mats, d_bias = [cp.asarray(m) for m in mats], [cp.asarray(b) for b in biases]
