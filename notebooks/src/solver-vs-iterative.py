@@ -57,7 +57,7 @@ for name in ("W1", "W3"):
             res = balgraph.solve(pb, p=2, method=m, tol=TOL, seed=0, max_iter=CAPS.get(m))
         h = res.history
         results[(name, m)] = dict(res=res, t=np.array(h["time"]), r=np.array(h["max_imbalance"]), wp=wp,
-                                  cost=np.array(h.get("log_cost", h["cost"])))
+                                  cost=np.array(h["log_cost"]))
         extra = f", {res.info['matvec_passes']:.0f} passes counted by Newton" if "matvec_passes" in res.info else ""
         print(f"   {m:13s} converged={res.converged!s:5s} iterations/sweeps {res.iterations:6d}  "
               f"time {res.info['time']:8.3f} s = {res.info['time'] / wp:10.0f} weight-passes, "
