@@ -121,10 +121,11 @@ for P in PS:
     M_solver = np.array([lam[k + 1] / lam[k] for k in range(N)])
     norms = np.array([np.sum(np.abs(A) ** P) ** (1 / P) for A in mats])
     M_closed = np.prod(norms) ** (1 / N) / norms
+    M_library = balgraph.tied_layer_scales(mats, p=P).multipliers
     M_printed = np.prod(norms ** (2 / N)) / norms**2
     layer_imb = group_imbalance(res.problem, res.weight_array, "depth", p=P).relative
     untied = balgraph.solve(balgraph.Problem.from_layers(mats), p=P, tol=1e-12)
-    tie_rows.append(dict(p=P, solver=M_solver, closed=M_closed, printed=M_printed,
+    tie_rows.append(dict(p=P, solver=M_solver, closed=M_closed, library=M_library, printed=M_printed,
                          layer=float(np.max(np.abs(layer_imb))), tied_cost=res.cost_after,
                          untied_cost=untied.cost_after))
     print(f"p = {P}: M (solver) {np.round(M_solver, 6)}\n        M (closed form) {np.round(M_closed, 6)}"
@@ -151,6 +152,7 @@ for r in rows:
 assert sum(not np.isnan(r["dgp"]) for r in rows) >= len(PS) * 3
 for t in tie_rows:
     assert np.allclose(t["solver"], t["closed"], rtol=1e-8), t
+    assert np.allclose(t["library"], t["closed"], rtol=1e-12), t  # balgraph.tied_layer_scales
     assert np.allclose(t["printed"], t["closed"] ** 2, rtol=1e-12)
     assert not np.allclose(t["solver"], t["printed"], rtol=1e-3)
     assert t["layer"] < 1e-9
