@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import NetworkError
+from .layers import checked_chain
 from .regularizers import Lp
 
 __all__ = ["TiedLayerBalance", "tied_layer_scales"]
@@ -78,15 +79,7 @@ def tied_layer_scales(matrices: Sequence[np.ndarray], p: float = 2.0) -> TiedLay
     ([0.5, 2.0], 2.0)
     """
     p = Lp(p).p
-    mats = [np.asarray(a, dtype=np.float64) for a in matrices]
-    if not mats or any(a.ndim != 2 for a in mats):
-        raise NetworkError("matrices must be a non-empty list of 2-D arrays")
-    for k in range(1, len(mats)):
-        if mats[k].shape[1] != mats[k - 1].shape[0]:
-            raise NetworkError(
-                f"matrix {k} has {mats[k].shape[1]} columns but matrix {k - 1} has"
-                f" {mats[k - 1].shape[0]} rows: A_k must map layer k-1 to layer k"
-            )
+    mats = checked_chain(matrices, dtype=np.float64)
     for k, a in enumerate(mats):
         if not np.all(np.isfinite(a)):
             raise NetworkError(f"matrix {k} holds NaN or infinite entries: give finite weights")

@@ -14,7 +14,21 @@ import numpy as np
 from .errors import NetworkError
 from .problem import Layer, Problem
 
-__all__ = ["problem_from_layers"]
+__all__ = ["problem_from_layers", "checked_chain"]
+
+
+def checked_chain(matrices: Sequence[np.ndarray], dtype=None) -> list[np.ndarray]:
+    """The matrices as 2-D arrays ``W_k`` of shape ``(n_k, n_{k-1})`` that chain, else an error."""
+    mats = [np.asarray(w, dtype=dtype) for w in matrices]
+    if not mats or any(w.ndim != 2 for w in mats):
+        raise NetworkError("matrices must be a non-empty list of 2-D arrays")
+    for k in range(1, len(mats)):
+        if mats[k].shape[1] != mats[k - 1].shape[0]:
+            raise NetworkError(
+                f"layer {k + 1} expects {mats[k].shape[1]} inputs (columns) but layer {k} has"
+                f" {mats[k - 1].shape[0]} outputs (rows): W_k must map layer k-1 to layer k"
+            )
+    return mats
 
 
 def problem_from_layers(
@@ -54,15 +68,7 @@ def problem_from_layers(
     """
     from .network import HOMOGENEOUS_ACTIVATIONS
 
-    mats = [np.asarray(w) for w in matrices]
-    if not mats or any(w.ndim != 2 for w in mats):
-        raise NetworkError("matrices must be a non-empty list of 2-D arrays")
-    for k in range(1, len(mats)):
-        if mats[k].shape[1] != mats[k - 1].shape[0]:
-            raise NetworkError(
-                f"layer {k + 1} expects {mats[k].shape[1]} inputs but layer {k} has"
-                f" {mats[k - 1].shape[0]} outputs"
-            )
+    mats = checked_chain(matrices)
     n_hidden = len(mats) - 1
     acts = [activations] * n_hidden if isinstance(activations, str) else list(activations)
     degs = np.broadcast_to(np.asarray(degrees, dtype=np.float64), (n_hidden,)) if n_hidden else []

@@ -267,10 +267,7 @@ def _iterate(problem, G, law, reg, u, nz, start, *, tol, max_iter, callback, war
         new, backtracks, ok = _search(ev.point, pt, d, gamma)
         info["backtracks"] += backtracks
         if not ok:
-            message = (
-                f"line search found no acceptable step at Newton iteration {k} (max relative"
-                f" imbalance {pt.worst:.3g}); the tolerance may be below what float64 resolves"
-            )
+            message = stalled_message(k, pt.worst)
             break
         pt = new
         record(k, pt)
@@ -278,11 +275,23 @@ def _iterate(problem, G, law, reg, u, nz, start, *, tol, max_iter, callback, war
             callback(k, pt.u.copy())
         converged = pt.worst <= tol
     info["newton_iterations"] = k
-    if converged:
-        message = f"every free variable balanced to {pt.worst:.3g} <= tol={tol:g}"
-    elif not message:
-        message = f"max_iter={max_iter} Newton iterations reached (max relative imbalance {pt.worst:.3g})"
+    message = final_message(converged, pt.worst, tol, max_iter, message)
     return SolverOutput(pt.u, converged, k, message, history, info)
+
+
+def stalled_message(k: int, worst: float) -> str:
+    """Why a Newton loop stopped early when no step was acceptable."""
+    return (
+        f"line search found no acceptable step at Newton iteration {k} (max relative"
+        f" imbalance {worst:.3g}); the tolerance may be below what float64 resolves"
+    )
+
+
+def final_message(converged: bool, worst: float, tol: float, max_iter: int, message: str) -> str:
+    """The closing message of a Newton loop (general or dense path)."""
+    if converged:
+        return f"every free variable balanced to {worst:.3g} <= tol={tol:g}"
+    return message or f"max_iter={max_iter} Newton iterations reached (max relative imbalance {worst:.3g})"
 
 
 def _line_search(G, law, reg, sides, pt: _Point, d: np.ndarray, gamma: np.ndarray):

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..newton import final_message, stalled_message
 from ._costs import LayeredCosts, Point, RangeExceeded
 from ._sweep import LayerSweeps
 from ._xp import to_host
@@ -120,10 +121,7 @@ def newton_cg(
         new, backtracks = _line_search(costs, pt, d, H.half)
         info["backtracks"] += backtracks
         if new is None:
-            message = (
-                f"line search found no acceptable step at Newton iteration {k} (max relative"
-                f" imbalance {pt.worst:.3g}); the tolerance may be below what float64 resolves"
-            )
+            message = stalled_message(k, pt.worst)
             break
         pt = new
         _record(history, k, pt, start)
@@ -131,11 +129,7 @@ def newton_cg(
             callback(k, to_host(pt.x) / costs.p)
         converged = pt.worst <= tol
     info["newton_iterations"] = k
-    if converged:
-        message = f"every free variable balanced to {pt.worst:.3g} <= tol={tol:g}"
-    elif not message:
-        message = f"max_iter={max_iter} Newton iterations reached (max relative imbalance {pt.worst:.3g})"
-    return pt.x, converged, k, message, history
+    return pt.x, converged, k, final_message(converged, pt.worst, tol, max_iter, message), history
 
 
 def _line_search(costs: LayeredCosts, pt: Point, d, half):
