@@ -21,8 +21,6 @@ shifts, which the coarse space removes.
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import scipy.linalg as la
 import scipy.sparse as sp
@@ -33,23 +31,17 @@ __all__ = [
     "CoarseCorrection", "CoarseSpace", "ScaledHessian", "dense_newton_step", "one_blas_thread", "pcg"
 ]
 
-try:  # optional: installed with scikit-learn, not a dependency of balgraph
-    from threadpoolctl import threadpool_limits as _threadpool_limits
-except ImportError:  # pragma: no cover - depends on the environment
-    _threadpool_limits = None
-
-
 def one_blas_thread():
-    """A context that runs BLAS on one thread (when ``threadpoolctl`` is installed).
+    """A context that runs BLAS on one thread.
 
     The BLAS calls of the general path are small (dots of ``n``-vectors, LU of at most
     ``dense_max`` variables); OpenBLAS threads spin-wait on them, which on a loaded machine
     costs far more than the work (measured: LU of 448 × 448 in 0.09 s on 2 threads, 0.012 s
     on one).
     """
-    if _threadpool_limits is None:
-        return contextlib.nullcontext()
-    return _threadpool_limits(1, user_api="blas")
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")
 
 
 class ScaledHessian:
