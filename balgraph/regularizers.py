@@ -9,6 +9,8 @@ log domain so that weights spanning 1e-300..1e300 neither overflow nor underflow
 
 from __future__ import annotations
 
+import abc
+
 import numpy as np
 
 from .errors import NetworkError
@@ -16,15 +18,15 @@ from .errors import NetworkError
 __all__ = ["Regularizer", "Lp", "PowerSum", "ElasticNet", "as_regularizer"]
 
 
-class Regularizer:
+class Regularizer(abc.ABC):
     """Interface: an additive weight cost, convex in the log-scale of each edge.
 
     ``R = Σ_e g_e(|w_e|)`` is convex in the log-scales exactly when every ``x g_e'(x)`` is
     non-decreasing (Theorem 5.6's setting); the sums of powers below always are.
     """
 
-    #: per-edge coefficient specs still to be resolved against a network (see ``bind``)
     def coefficient_specs(self) -> dict:
+        """Per-edge coefficient specs still to be resolved against a network (see ``bind``)."""
         return {}
 
     def bind(self, arrays: dict) -> "Regularizer":
@@ -35,11 +37,11 @@ class Regularizer:
         """Edges whose cost is not identically zero (zero coefficients play no role)."""
         return np.ones(m, dtype=bool)
 
+    @abc.abstractmethod
     def edge_terms(
         self, log_abs_w: np.ndarray, t: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return ``(log φ, log φ', log φ'')`` per edge at log-scales ``t``."""
-        raise NotImplementedError
 
     def log_cost(self, log_abs_w: np.ndarray, t: np.ndarray | float = 0.0) -> float:
         """``log Σ_e φ_e(t_e)`` (``-inf`` when every weight is zero)."""
