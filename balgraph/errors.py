@@ -65,3 +65,14 @@ def name_some(labels: Sequence, limit: int = 10) -> str:
     if len(labels) > limit:
         shown += f" (and {len(labels) - limit} more)"
     return shown
+
+
+def positive_number(value, what: str) -> float:
+    """``value`` as a finite float ``> 0``, else a :class:`NetworkError` naming ``what``."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not (number > 0 and number != float("inf")):
+        raise NetworkError(f"{what} must be a finite number > 0, got {value!r}")
+    return number

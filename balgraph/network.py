@@ -22,7 +22,7 @@ from typing import Any, Union
 import networkx as nx
 import numpy as np
 
-from .errors import NetworkError, name_some
+from .errors import NetworkError, name_some, positive_number
 from .problem import Problem
 
 __all__ = ["compile_network", "edge_values", "HOMOGENEOUS_ACTIVATIONS", "WeightSpec"]
@@ -139,13 +139,7 @@ def _as_float_weights(raw: list, edges) -> np.ndarray:
 
 
 def _as_degree(label, value) -> float:
-    try:
-        c = float(value)
-    except (TypeError, ValueError):
-        raise NetworkError(f"unit {label!r} has a non-numeric degree {value!r}") from None
-    if not (np.isfinite(c) and c > 0):
-        raise NetworkError(f"unit {label!r} has degree {value!r}: a BiPU degree must be > 0")
-    return c
+    return positive_number(value, f"the BiPU degree of unit {label!r}")
 
 
 def _check_tie_roles(nodes, roles, fixed, tie) -> None:

@@ -13,7 +13,7 @@ import abc
 
 import numpy as np
 
-from .errors import NetworkError
+from .errors import NetworkError, positive_number
 
 __all__ = ["Regularizer", "Lp", "PowerSum", "ElasticNet", "as_regularizer"]
 
@@ -168,13 +168,7 @@ def ElasticNet(l1: float = 1.0, l2: float = 1.0) -> "PowerSum":  # noqa: N802
 
 
 def _checked_p(p) -> float:
-    try:
-        value = float(p)
-    except (TypeError, ValueError):
-        raise NetworkError(f"p must be a number > 0, got {p!r}") from None
-    if not (np.isfinite(value) and value > 0):
-        raise NetworkError(f"p must be a finite number > 0, got {p!r}")
-    return value
+    return positive_number(p, "p")
 
 
 def as_regularizer(p: float | None = 2.0, regularizer: Regularizer | None = None) -> Regularizer:
