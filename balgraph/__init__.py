@@ -4,21 +4,28 @@ In a network of positively homogeneous units, scaling a hidden unit's incoming w
 ``λ > 0`` and its outgoing weights by ``1/λ^c`` leaves the function unchanged. Among these
 rescalings exactly one minimizes an L_p weight cost; there every hidden unit is balanced.
 balgraph finds it by the paper's local balancing algorithms and by a global convex solver.
+
+Examples
+--------
+>>> import numpy as np, balgraph
+>>> res = balgraph.solve(balgraph.Problem.from_layers([np.array([[4.0]]), np.array([[1.0]])]))
+>>> res.success, [W.tolist() for W in res.layer_weights()]
+(True, [[[2.0]], [[2.0]]])
 """
 
-from .api import imbalance, solve
+from .api import imbalance, methods, solve
 from .closed_forms import TiedLayerBalance, tied_layer_scales
-from .dense import LayerBalance, balance_layers
 from .errors import (
     BalgraphError,
     ConvergenceWarning,
     NetworkError,
     NoFiniteOptimumError,
+    OptionError,
+    RangeWarning,
     SolverError,
 )
 from .forward import forward
 from .gallery import workload
-from .layers import problem_from_layers
 from .loadbalance import LoadBalance, activation_cv, activation_entropy, load_balance
 from .local import (
     balance_units,
@@ -30,38 +37,37 @@ from .local import (
     tie_layers,
 )
 from .manifold import Manifold, manifold
-from .maxnorm import max_balance
 from .measures import balance_deficit, group_imbalance, lp_cost, unit_imbalance
-from .network import compile_network
-from .problem import Layer, Problem
-from .regularizers import ElasticNet, Lp, PowerSum, Regularizer
+from .model import DenseBlock, Diagnosis, EdgeBlock, Problem, compile_network, diagnose
+from .regularizers import ElasticNet, Lp, MaxNorm, PowerSum, Regularizer
 from .result import BalanceResult
-from .structure import Diagnosis, diagnose
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BalanceResult",
     "BalgraphError",
     "ConvergenceWarning",
+    "DenseBlock",
     "Diagnosis",
+    "EdgeBlock",
     "ElasticNet",
-    "Layer",
-    "LayerBalance",
     "LoadBalance",
     "Lp",
     "Manifold",
+    "MaxNorm",
     "NetworkError",
     "NoFiniteOptimumError",
+    "OptionError",
     "PowerSum",
     "Problem",
+    "RangeWarning",
     "Regularizer",
     "SolverError",
     "TiedLayerBalance",
     "activation_cv",
     "activation_entropy",
     "balance_deficit",
-    "balance_layers",
     "balance_units",
     "balance_weights",
     "compile_network",
@@ -73,9 +79,8 @@ __all__ = [
     "load_balance",
     "lp_cost",
     "manifold",
-    "max_balance",
+    "methods",
     "optimal_scale",
-    "problem_from_layers",
     "scale_units",
     "scale_weights",
     "solve",

@@ -30,41 +30,18 @@ import networkx as nx
 import numpy as np
 
 from . import io as bio
-from .api import METHODS, as_problem, imbalance, solve
+from .api import imbalance, solve
+from .model import as_problem
+from .solvers import REGISTRY
 from .errors import BalgraphError, ConvergenceWarning
 from .regularizers import Lp
 
-__all__ = ["main", "build_parser", "Progress"]
+__all__ = ["main", "build_parser"]
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-class Progress:
-    """A one-line progress indicator for ``solve(callback=...)``: ``callback(iteration, u)``.
-
-    Rewrites one stderr line at most every ``interval`` seconds; :meth:`close` ends the line.
-    """
-
-    def __init__(self, stream=None, interval: float = 0.2):
-        self.stream = sys.stderr if stream is None else stream
-        self.interval = interval
-        self.last = -np.inf
-        self.shown = False
-
-    def __call__(self, iteration: int, u=None) -> None:
-        now = time.perf_counter()
-        if now - self.last >= self.interval:
-            self.stream.write(f"\rbalgraph: iteration {iteration}")
-            self.stream.flush()
-            self.last, self.shown = now, True
-
-    def close(self) -> None:
-        if self.shown:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Balance NETWORK (.graphml, .gml, .npz) and write it in the same format.")
     s.add_argument("network", metavar="NETWORK")
     s.add_argument("-p", type=float, default=2.0, help="exponent of the L_p cost (default 2)")
-    s.add_argument("--method", default="newton", choices=sorted(METHODS), help="solver (default newton)")
+    s.add_argument("--method", default="newton", choices=sorted(REGISTRY), help="solver (default newton)")
     s.add_argument("--tol", type=float, default=1e-10, help="max relative imbalance per unit (default 1e-10)")
     s.add_argument("--max-iter", type=int, default=None, help="iteration limit of the method")
     s.add_argument("--unreachable", default="raise", choices=["raise", "fix", "prune"],
@@ -105,15 +82,10 @@ def _cmd_solve(args) -> int:
     activations = bio.read_layers(args.network)[2] if bio.detect_format(args.network) == "npz" else None
     out_path = args.output or _default_output(args.network)
     bio.detect_format(out_path)  # fail on a bad output name before solving
-    progress = Progress() if args.progress or sys.stderr.isatty() else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        try:
-            res = solve(network, p=args.p, method=args.method, tol=args.tol, max_iter=args.max_iter,
-                        unreachable=args.unreachable, callback=progress)
-        finally:
-            if progress is not None:
-                progress.close()
+        res = solve(network, p=args.p, method=args.method, tol=args.tol, max_iter=args.max_iter,
+                    unreachable=args.unreachable, progress=True if args.progress else None)
     for w in caught:
         print(f"balgraph: warning: {w.message}", file=sys.stderr)
     bio.write_network(res, out_path, activations=activations)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import NetworkError
-from .layers import checked_chain
+from .model.build import checked_chain
 from .regularizers import Lp
 
 __all__ = ["TiedLayerBalance", "tied_layer_scales"]
@@ -79,10 +79,7 @@ def tied_layer_scales(matrices: Sequence[np.ndarray], p: float = 2.0) -> TiedLay
     ([0.5, 2.0], 2.0)
     """
     p = Lp(p).p
-    mats = checked_chain(matrices, dtype=np.float64)
-    for k, a in enumerate(mats):
-        if not np.all(np.isfinite(a)):
-            raise NetworkError(f"matrix {k} holds NaN or infinite entries: give finite weights")
+    mats = [np.asarray(a, dtype=np.float64) for a in checked_chain(matrices)]
     # Norms in the log domain so that weights of 1e±300 keep a finite product.
     with np.errstate(divide="ignore"):
         log_norms = np.array([_log_norm(a, p) for a in mats])

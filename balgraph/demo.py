@@ -3,7 +3,7 @@
 ``balgraph demo`` (see :mod:`balgraph.cli`) calls :func:`run_demo`. It builds W1, the
 784-200-100-50-100-200-784 ReLU autoencoder with biases (Section 10 of the paper), with
 Gaussian weights at per-layer scales ``exp(U(-2, 2))``, balances it for the L2 cost with each
-method registered in :data:`balgraph.api.METHODS` that is installed, and checks what the theory
+method registered in :func:`balgraph.methods` that is installed, and checks what the theory
 says (Theorem 9.1): every method reaches the same unique balanced weights, and the network
 computes the same function before and after (scaling invariance, Section 3).
 """
@@ -19,11 +19,12 @@ from typing import TextIO
 
 import numpy as np
 
-from .api import METHODS, solve
+from .api import solve
+from .solvers import REGISTRY
 from .errors import ConvergenceWarning
 from .forward import forward
 from .gallery import autoencoder
-from .problem import Problem
+from .model import Problem
 
 __all__ = ["run_demo"]
 
@@ -50,15 +51,13 @@ class _Row:
 
 def _availability(method: str) -> str | None:
     """None if ``method`` can be imported, else why not."""
-    if method not in METHODS:
-        return "not registered in balgraph.api.METHODS"
-    module, name = METHODS[method].split(":")
-    try:
-        getattr(importlib.import_module(module), name)
-    except ImportError as exc:
-        return f"{module} cannot be imported ({exc})"
-    except AttributeError:
-        return f"{module} has no {name}"
+    if method not in REGISTRY:
+        return "not registered (balgraph.methods())"
+    if method.startswith("cvxpy"):
+        try:
+            importlib.import_module("cvxpy")
+        except ImportError as exc:
+            return f"cvxpy cannot be imported ({exc})"
     return None
 
 

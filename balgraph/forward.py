@@ -34,9 +34,10 @@ import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 
+from .backend import to_host
 from .errors import NetworkError, name_some
-from .network import WeightSpec, compile_network
-from .problem import Problem
+from .graphs import classes_of, longest_path_levels
+from .model import Problem, WeightSpec, compile_network
 from .result import BalanceResult
 
 __all__ = ["forward"]
@@ -103,8 +104,8 @@ def forward(
     array([[4.],
            [0.]])
     """
-    problem, graph = _resolve(network, weights)
-    units = _Units(problem, graph, activations)
+    problem, blocks = _resolve(network, weights)
+    units = _Units(problem, activations)
     x = np.asarray(inputs, dtype=np.float64)
     single = x.ndim == 1
     x2 = x.reshape(1, -1) if single else x
@@ -117,13 +118,13 @@ def forward(
     state = np.zeros((problem.n_nodes, x2.shape[0]))
     state[units.inputs] = x2.T
     state[units.biases] = 1.0
-    adj = units.adjacency()
     with np.errstate(over="ignore", invalid="ignore"):
         if steps is not None:
             if not isinstance(steps, (int, np.integer)) or steps < 0:
                 raise NetworkError(f"steps must be a whole number >= 0, got {steps!r}")
-            _run_steps(units, adj, state, int(steps))
-        elif not _run_layers(units, state):
+            _run_steps(units, units.adjacency(blocks), state, int(steps))
+        elif not _run_layers(units, blocks, state):
+            adj = units.adjacency(blocks)
             levels = _levels(units, adj)
             if levels is None:
                 raise NetworkError(
@@ -136,21 +137,25 @@ def forward(
     return out[0] if single else out
 
 
-def _resolve(network, weights) -> tuple[Problem, nx.DiGraph | None]:
+def _resolve(network, weights):
+    """``(problem, blocks)``: the network and its weight blocks (balanced ones for a result)."""
     if isinstance(network, BalanceResult):
-        return network.problem.with_weights(network.weight_array), network.graph
+        pb = network.problem
+        return pb, [network.balanced_block(k) for k in range(len(pb.blocks))]
     if isinstance(network, Problem):
         if isinstance(weights, str) and weights == "weight":
-            return network, None
+            return network, [b.weight for b in network.blocks]
         w = np.asarray(weights) if isinstance(weights, (np.ndarray, list, tuple)) else None
         if w is None or w.shape != (network.n_edges,):
             raise NetworkError(
                 f"for a Problem, weights must be 'weight' or an array of its {network.n_edges}"
                 " edge weights in compiled order (e.g. result.weight_array)"
             )
-        return network.with_weights(w), None
+        pb = network.with_weights(w)
+        return pb, [b.weight for b in pb.blocks]
     if isinstance(network, nx.DiGraph):
-        return compile_network(network, weights), network
+        pb = compile_network(network, weights, share=None)
+        return pb, [b.weight for b in pb.blocks]
     raise NetworkError(
         f"cannot evaluate a {type(network).__name__}: pass a networkx.DiGraph, a balgraph.Problem"
         " or a BalanceResult"
@@ -160,7 +165,7 @@ def _resolve(network, weights) -> tuple[Problem, nx.DiGraph | None]:
 class _Units:
     """Per-unit activation parameters, resolved once, applied to blocks of units at a time."""
 
-    def __init__(self, problem: Problem, graph: nx.DiGraph | None, activations):
+    def __init__(self, problem: Problem, activations):
         self.problem = problem
         roles = np.array(problem.roles)
         self.inputs = np.flatnonzero(roles == "input")
@@ -170,29 +175,27 @@ class _Units:
         n = problem.n_nodes
         self.a, self.b, self.c = np.zeros(n), np.ones(n), np.ones(n)
         self.special: dict[int, Callable] = {}
-        attrs = graph.nodes if graph is not None else None
         for k in np.flatnonzero(~self.clamped).tolist():
             label = problem.nodes[k]
-            data = attrs[label] if attrs is not None else {}
-            spec = self._spec(k, label, data, activations, attrs is not None)
-            self._set(k, label, data, spec)
+            self._set(k, label, problem.activation_args.get(k, {}), self._spec(k, label, activations))
         self.is_special = np.zeros(n, dtype=bool)
         self.is_special[sorted(self.special)] = True
         self.unit_c = self.c != 1.0
 
-    def _spec(self, k, label, data, activations, from_graph):
+    def _spec(self, k, label, activations):
         output = self.problem.roles[k] == "output"
         if isinstance(activations, Mapping) and label in activations:
             return activations[label]
         if activations is not None and not isinstance(activations, Mapping) and not output:
             return activations
-        if "activation" in data:
-            return data["activation"]
+        compiled = self.problem.activation[k] if self.problem.activation is not None else None
+        if compiled is not None:
+            return compiled
         if output:
             return "linear"
-        if self.problem.fixed[k] and not from_graph:
+        if self.problem.fixed[k]:
             raise NetworkError(
-                f"unit {label!r} is fixed but a Problem does not record its activation: pass"
+                f"unit {label!r} is fixed but its activation is not recorded: pass"
                 f" activations={{{label!r}: 'tanh'}} (or a callable), or a str for every hidden unit"
             )
         return "relu" if self.problem.degree[k] == 1.0 else "bipu"
@@ -210,7 +213,7 @@ class _Units:
         elif name == "bilu":
             self.a[k], self.b[k] = _param(label, data, "a", 0.5), _param(label, data, "b", 1.0)
         elif name == "bipu":
-            self.c[k] = self.problem.degree[k] if "degree" not in data else _param(label, data, "degree", 1.0)
+            self.c[k] = self.problem.degree[k]
             self.a[k], self.b[k] = _param(label, data, "a", 1.0), _param(label, data, "b", 1.0)
         elif name in _FIXED:
             self.special[k] = _FIXED[name]
@@ -221,13 +224,13 @@ class _Units:
                 f" activations={{{label!r}: a_callable}}"
             )
 
-    def adjacency(self) -> sp.csr_matrix:
+    def adjacency(self, blocks) -> sp.csr_matrix:
         """``A[i, j] = Σ w`` over edges ``j -> i`` into non-clamped units (zeros kept as structure)."""
         pb = self.problem
+        weight = np.concatenate([np.asarray(to_host(w), dtype=np.float64).reshape(-1) for w in blocks]) \
+            if blocks else np.zeros(0)
         keep = ~self.clamped[pb.dst]
-        adj = sp.csr_matrix(
-            (pb.weight[keep], (pb.dst[keep], pb.src[keep])), shape=(pb.n_nodes, pb.n_nodes)
-        )
+        adj = sp.csr_matrix((weight[keep], (pb.dst[keep], pb.src[keep])), shape=(pb.n_nodes, pb.n_nodes))
         adj.sum_duplicates()
         return adj
 
@@ -266,59 +269,39 @@ def _run_steps(units: _Units, adj: sp.csr_matrix, state: np.ndarray, steps: int)
 
 
 def _levels(units: _Units, adj: sp.csr_matrix) -> list[np.ndarray] | None:
-    """Units grouped by longest-path depth from the clamped units; None if there is a cycle."""
-    # only free -> free edges order the evaluation: clamped units are known from the start
-    free_cols = sp.csr_matrix(adj[:, ~units.clamped])
+    """Free units grouped by longest-path depth among themselves; None if there is a cycle."""
     free = np.flatnonzero(~units.clamped)
-    structure = sp.csr_matrix(
-        (np.ones(free_cols.nnz), free_cols.indices, free_cols.indptr), shape=free_cols.shape
-    )
-    waiting = np.diff(structure.indptr)
-    successors = sp.csr_matrix(structure.T)
-    position = np.full(adj.shape[0], -1, dtype=np.int64)
-    position[free] = np.arange(free.size)
-    levels = []
-    frontier = free[waiting[free] == 0]
-    done = 0
-    while frontier.size:
-        levels.append(frontier)
-        done += frontier.size
-        succ = successors[position[frontier]].indices
-        np.subtract.at(waiting, succ, 1)
-        touched = np.unique(succ)
-        frontier = touched[waiting[touched] == 0]
-    return levels if done == free.size else None
+    sub = adj[free][:, free].tocsr()  # only free -> free edges order the evaluation
+    structure = sp.csr_matrix((np.ones(sub.nnz), sub.indices, sub.indptr), shape=sub.shape).T.tocsr()
+    depth = longest_path_levels(structure) if free.size else np.zeros(0, np.int64)
+    if depth is None:
+        return None
+    return [free[c] for c in classes_of(depth)]
 
 
-def _run_layers(units: _Units, state: np.ndarray) -> bool:
-    """Evaluate a problem made of dense :class:`Layer` blocks with BLAS mat-muls.
-
-    Returns False (nothing written) unless the blocks cover every edge and can be evaluated in
-    the order of their target units, which is the case for :meth:`Problem.from_layers`.
-    """
+def _run_layers(units: _Units, blocks: list, state: np.ndarray) -> bool:
+    """Evaluate a problem of layer matrices block by block with BLAS mat-muls, in the order of
+    their target units. Returns False (nothing written) when some edge is not in a layer
+    matrix or the layers do not form a chain that can be evaluated in that order."""
     pb = units.problem
-    blocks = pb.layers
-    if not blocks or sum(b.n_in * b.n_out for b in blocks) != pb.n_edges:
+    if not pb.dense:
         return False
-    targets: dict[tuple[int, int], list] = {}
-    for blk in blocks:
-        targets.setdefault((blk.out_start, blk.n_out), []).append(blk)
+    targets: dict[bytes, list] = {}
+    for k, blk in enumerate(pb.blocks):
+        targets.setdefault(blk.out_units.tobytes(), []).append(k)
     ready = units.clamped.copy()
-    order = sorted(targets)
-    for out_start, n_out in order:
-        if ready[out_start:out_start + n_out].any():
+    order = sorted(targets.values(), key=lambda ks: int(pb.blocks[ks[0]].out_units.min()))
+    for ks in order:
+        out = pb.blocks[ks[0]].out_units
+        if ready[out].any() or not all(ready[pb.blocks[k].in_units].all() for k in ks):
             return False
-        for blk in targets[(out_start, n_out)]:
-            if not ready[blk.in_start:blk.in_start + blk.n_in].all():
-                return False
-        ready[out_start:out_start + n_out] = True
+        ready[out] = True
     if not ready.all():
         return False
-    for out_start, n_out in order:
-        z = np.zeros((n_out, state.shape[1]))
-        for blk in targets[(out_start, n_out)]:
-            w = pb.weight[blk.edge_slice].reshape(blk.n_out, blk.n_in)
-            z += w @ state[blk.in_start:blk.in_start + blk.n_in]
-        idx = np.arange(out_start, out_start + n_out)
-        state[idx] = units.apply(idx, z)
+    for ks in order:
+        out = pb.blocks[ks[0]].out_units
+        z = np.zeros((out.size, state.shape[1]))
+        for k in ks:
+            z += np.asarray(to_host(blocks[k]), dtype=np.float64) @ state[pb.blocks[k].in_units]
+        state[out] = units.apply(out, z)
     return True

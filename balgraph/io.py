@@ -29,7 +29,7 @@ import networkx as nx
 import numpy as np
 
 from .errors import NetworkError
-from .problem import Problem
+from .model import DenseBlock, Problem, problem_graph
 
 __all__ = ["FORMATS", "detect_format", "read_network", "write_network", "read_layers", "write_layers",
            "layers_of", "graph_of"]
@@ -127,40 +127,26 @@ def read_network(path: str | os.PathLike, format: str | None = None) -> nx.DiGra
 
 
 def layers_of(problem: Problem, weight: np.ndarray | None = None) -> tuple[list, list]:
-    """The layer matrices and biases of a problem built from layers, at weights ``weight``."""
-    weight = problem.weight if weight is None else weight
-    blocks = [b for b in problem.layers if problem.roles[b.in_start] != "bias"]
-    if not blocks:
+    """The layer matrices and biases of a problem built from layers, at per-edge ``weight``."""
+    pb = problem if weight is None else problem.with_weights(weight)
+    mats, bias_of = [], {}
+    for b in pb.blocks:
+        if not isinstance(b, DenseBlock):
+            raise NetworkError("this network is a general graph, not layer matrices: write it as .graphml or .gml")
+        if b.in_units.size == 1 and pb.roles[int(b.in_units[0])] == "bias":
+            bias_of[int(b.out_units[0])] = np.asarray(b.weight, dtype=np.float64).reshape(-1)
+        else:
+            mats.append(b)
+    if not mats:
         raise NetworkError("this network is a general graph, not layer matrices: write it as .graphml or .gml")
-    mats = [weight[b.edge_slice].reshape(b.n_out, b.n_in) for b in blocks]
-    biases: list = [None] * len(blocks)
-    out_index = {b.out_start: k for k, b in enumerate(blocks)}
-    for b in problem.layers:
-        if problem.roles[b.in_start] == "bias":
-            biases[out_index[b.out_start]] = weight[b.edge_slice].copy()
-    return mats, biases
+    biases = [bias_of.get(int(b.out_units[0])) for b in mats]
+    return [np.asarray(b.weight, dtype=np.float64) for b in mats], biases
 
 
 def graph_of(problem: Problem, weight: np.ndarray | None = None) -> nx.DiGraph:
-    """A DiGraph of a problem (labels as strings; ``role``, ``activation``, ``degree``, ``tie``)."""
-    weight = problem.weight if weight is None else weight
-    labels = [str(x) for x in problem.nodes]
-    g = nx.DiGraph()
-    tied = np.bincount(problem.var[~problem.fixed], minlength=problem.n_vars) > 1
-    for k, label in enumerate(labels):
-        attrs = {"role": problem.roles[k]}
-        if problem.roles[k] == "hidden":
-            attrs["activation"] = "opaque" if problem.fixed[k] else "linear"
-            if problem.degree[k] != 1.0:
-                attrs.update(activation="bipu", degree=float(problem.degree[k]))
-            if not problem.fixed[k] and tied[problem.var[k]]:
-                attrs["tie"] = f"t{problem.var[k]}"
-        g.add_node(label, **attrs)
-    g.add_weighted_edges_from(
-        (labels[j], labels[i], w)
-        for j, i, w in zip(problem.src.tolist(), problem.dst.tolist(), np.asarray(weight).tolist())
-    )
-    return g
+    """A DiGraph of a problem with string labels (``role``, ``activation``, ``degree``, ``tie``)."""
+    g = problem_graph(problem, weight)
+    return nx.relabel_nodes(g, {label: str(label) for label in g.nodes})
 
 
 def _clean_for_file(graph: nx.DiGraph) -> nx.DiGraph:
@@ -184,7 +170,7 @@ def write_network(network, path: str | os.PathLike, format: str | None = None, *
     fmt = detect_format(path, format)
     if isinstance(network, BalanceResult):
         problem, weight = network.problem, network.weight_array
-        graph = network.to_graph() if network.graph is not None else None
+        graph = network.to_graph() if network.problem.source is not None else None
     elif isinstance(network, Problem):
         problem, weight, graph = network, network.weight, None
     elif isinstance(network, nx.DiGraph):
@@ -192,13 +178,13 @@ def write_network(network, path: str | os.PathLike, format: str | None = None, *
     else:
         raise NetworkError(f"cannot write a {type(network).__name__}: give a DiGraph, Problem or BalanceResult")
     if fmt == "npz":
-        if problem is None or not problem.layers:
+        if problem is None or not problem.dense:
             raise NetworkError("only networks read from .npz layer matrices can be written as .npz;"
                                " write a general graph as .graphml or .gml")
         mats, biases = layers_of(problem, weight)
-        hidden = [problem.layers[k] for k in range(len(mats) - 1)]
+        hidden = [b for b in problem.blocks if b.in_units.size > 1 or problem.roles[int(b.in_units[0])] != "bias"][:-1]
         if activations is None and hidden:
-            activations = ["opaque" if problem.fixed[b.out_start] else "relu" for b in hidden]
+            activations = ["opaque" if problem.fixed[int(b.out_units[0])] else "relu" for b in hidden]
         write_layers(path, mats, biases, activations)
         return
     graph = _clean_for_file(graph if graph is not None else graph_of(problem, weight))

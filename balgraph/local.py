@@ -29,10 +29,14 @@ import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 
-from ._logsum import logsumexp
+from .costs.line import Columns, optimal_shift
 from .errors import NetworkError, NoFiniteOptimumError, name_some
-from .network import WeightSpec, compile_network
-from .problem import Problem
+from .kernels import logsumexp
+from .measures import (  # noqa: F401  (public measures stay reachable from balgraph.local)
+    Imbalance, balance_deficit, group_imbalance, lp_cost, require_free, unit_depth, unit_imbalance, unit_indices,
+    weighted,
+)
+from .model import Problem, WeightSpec, compile_network, problem_graph
 from .regularizers import Regularizer, as_regularizer
 
 __all__ = [
@@ -41,19 +45,7 @@ __all__ = [
     "scale_units", "balance_units", "tie_layers",
 ]
 
-from ._line import (
-    _EPS,
-    _Columns,
-    _optimal_shift,
-    _require_free,
-    _restrict,
-    _unit_indices,
-    _weighted,
-    single_power,
-)
-from .measures import (  # noqa: F401  (public measures stay reachable from balgraph.local)
-    Imbalance, balance_deficit, group_imbalance, lp_cost, unit_depth, unit_imbalance,
-)
+_EPS = np.finfo(np.float64).eps
 
 
 def _set_column(problem: Problem, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -91,9 +83,9 @@ def scale_weights(problem: Problem, weight, units, lam) -> np.ndarray:
     >>> scale_weights(pb, None, 1, 2.0).tolist()
     [8.0, 0.5]
     """
-    pb = _weighted(problem, weight)
-    idx = _unit_indices(pb, units)
-    _require_free(pb, idx, "scaling")
+    pb = weighted(problem, weight)
+    idx = unit_indices(pb, units)
+    require_free(pb, idx, "scaling")
     lam = np.asarray(lam, dtype=np.float64)
     lam = np.broadcast_to(lam, idx.shape) if lam.ndim == 0 else lam.ravel()
     if lam.shape != idx.shape:
@@ -152,15 +144,15 @@ def optimal_scale(
     0.125
     """
     reg = as_regularizer(p, regularizer)
-    pb = _weighted(problem, weight)
-    idx = _unit_indices(pb, units)
-    _require_free(pb, idx, "balancing")
+    pb = weighted(problem, weight)
+    idx = unit_indices(pb, units)
+    require_free(pb, idx, "balancing")
     edges, g = _set_column(pb, idx)
     law = pb.log_abs_weight
-    cols = _Columns.from_csc(sp.csc_matrix((g, (edges, np.zeros_like(edges))), shape=(pb.n_edges, 1)))
+    cols = Columns.from_matrix(sp.csc_matrix((g, (edges, np.zeros_like(edges))), shape=(pb.n_edges, 1)))
     labels = tuple(pb.nodes[k] for k in idx)
     try:
-        s = float(_optimal_shift(reg, law, np.zeros(pb.n_edges), cols)[0])
+        s = float(optimal_shift(reg, law, np.zeros(pb.n_edges), cols)[0])
     except NoFiniteOptimumError:
         has_in = bool(np.any(g > 0))
         raise NoFiniteOptimumError(
@@ -169,12 +161,12 @@ def optimal_scale(
             " Balance them together with a unit on the other side, or remove them",
             units=labels,
         ) from None
-    sub, law = _restrict(reg, edges), law[edges]
+    sub, law = reg.restrict(edges), law[edges]
     lphi0 = sub.edge_terms(law, np.zeros(edges.size))[0]
     lphi1 = sub.edge_terms(law, g * s)[0]
     before, after = logsumexp(lphi0), logsumexp(lphi1)
     with np.errstate(over="ignore"):  # costs beyond float64 read inf; the logs stay exact
-        if single_power(reg) is not None and np.all(np.abs(g) == 1.0):
+        if reg.power() is not None and np.all(np.abs(g) == 1.0):
             # eq. 5.7, exact where the subtraction of 5.17 would cancel
             diff = np.exp(0.5 * logsumexp(lphi0[g > 0])) - np.exp(0.5 * logsumexp(lphi0[g < 0]))
             decrease = float(diff * diff)
@@ -201,8 +193,8 @@ def balance_weights(
     >>> balance_weights(pb, None, [1]).round(12).tolist()
     [2.0, 2.0]
     """
-    pb = _weighted(problem, weight)
-    idx = _unit_indices(pb, units)
+    pb = weighted(problem, weight)
+    idx = unit_indices(pb, units)
     groups = [pb.nodes[k] for k in idx]
     w = pb.weight
     for group in [groups] if tied else [[x] for x in groups]:
@@ -236,10 +228,10 @@ def favourable_scales(
     s = opt.log_scale
     if s == 0.0:
         return (1.0, 1.0)
-    pb = _weighted(problem, weight)
-    edges, g = _set_column(pb, _unit_indices(pb, units))
-    law, sub = pb.log_abs_weight[edges], _restrict(reg, edges)
-    if single_power(reg) is not None and np.all(np.abs(g) == 1.0):
+    pb = weighted(problem, weight)
+    edges, g = _set_column(pb, unit_indices(pb, units))
+    law, sub = pb.log_abs_weight[edges], reg.restrict(edges)
+    if reg.power() is not None and np.all(np.abs(g) == 1.0):
         s1 = 2.0 * s
     else:
         base = logsumexp(sub.edge_terms(law, np.zeros(edges.size))[0])
@@ -257,14 +249,6 @@ def favourable_scales(
 
 # ---------------------------------------------------------------------------- measures
 # ---------------------------------------------------------------------------- networkx
-def _with_weights(graph: nx.DiGraph, pb: Problem, w: np.ndarray, weights: WeightSpec) -> nx.DiGraph:
-    attr = weights if isinstance(weights, str) else "weight"
-    out = graph.copy()
-    for (j, i), value in zip(zip(pb.src.tolist(), pb.dst.tolist()), w.tolist()):
-        out.edges[pb.nodes[j], pb.nodes[i]][attr] = value
-    return out
-
-
 def scale_units(graph: nx.DiGraph, units, lam, *, weights: WeightSpec = "weight") -> nx.DiGraph:
     """A new graph with ``units`` scaled by ``lam`` (see :func:`scale_weights`).
 
@@ -279,7 +263,7 @@ def scale_units(graph: nx.DiGraph, units, lam, *, weights: WeightSpec = "weight"
     [('h', 'y', 0.5), ('x', 'h', 8.0)]
     """
     pb = compile_network(graph, weights)
-    return _with_weights(graph, pb, scale_weights(pb, None, units, lam), weights)
+    return problem_graph(pb, scale_weights(pb, None, units, lam))
 
 
 def balance_units(
@@ -295,12 +279,11 @@ def balance_units(
     >>> [round(w, 12) for *_, w in sorted(balance_units(g, ["h"], p=1).edges(data="weight"))]
     [2.0, 2.0]
     """
-    from .api import _bind_coefficients
-
-    pb = compile_network(graph, weights)
-    reg = _bind_coefficients(as_regularizer(p, regularizer), graph, pb)
+    reg = as_regularizer(p, regularizer)
+    pb = compile_network(graph, weights, coefficients=reg.coefficient_specs())
+    reg = reg.bind(pb.edge_data)
     w = balance_weights(pb, None, units, p, regularizer=reg, tied=tied)
-    return _with_weights(graph, pb, w, weights)
+    return problem_graph(pb, w)
 
 
 def tie_layers(graph: nx.DiGraph, *, weights: WeightSpec = "weight") -> nx.DiGraph:
@@ -325,7 +308,7 @@ def tie_layers(graph: nx.DiGraph, *, weights: WeightSpec = "weight") -> nx.DiGra
             "tie_layers needs a network without directed cycles (self-loops are fine): layers"
             " of a recurrent network are not defined; set the 'tie' node attribute yourself"
         )
-    out = graph.copy()
+    out = problem_graph(pb)
     free = np.flatnonzero(~pb.fixed)
     for d in np.unique(depth[free]).tolist():
         units = free[depth[free] == d]

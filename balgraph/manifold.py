@@ -38,7 +38,7 @@ import scipy.sparse as sp
 from scipy.sparse import csgraph
 
 from .errors import NetworkError, name_some
-from .problem import Problem
+from .model import Problem, as_problem
 
 __all__ = ["Manifold", "manifold"]
 
@@ -239,8 +239,6 @@ def manifold(network, weights="weight") -> Manifold:
     >>> manifold(g).n_constraints     # the input -> output path and the directed cycle
     2
     """
-    from .api import as_problem
-
     return _build(as_problem(network, weights))
 
 

@@ -10,13 +10,57 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._line import _require_free, _unit_indices, _weighted
-from ._logsum import segment_logsumexp
-from .errors import NetworkError
-from .problem import Problem
+from .errors import NetworkError, name_some
+from .graphs import longest_path_levels, merged_adjacency
+from .kernels import scatter_logsumexp
+from .model import Problem
 from .regularizers import Lp, Regularizer, as_regularizer
 
-__all__ = ["Imbalance", "unit_imbalance", "group_imbalance", "balance_deficit", "lp_cost", "unit_depth"]
+__all__ = ["Imbalance", "unit_imbalance", "group_imbalance", "balance_deficit", "lp_cost", "unit_depth",
+           "unit_indices", "require_free", "weighted"]
+
+
+def weighted(problem: Problem, weight) -> Problem:
+    """``problem`` with per-edge weights ``weight`` (``None``: its own)."""
+    return problem if weight is None else problem.with_weights(weight)
+
+
+def unit_indices(problem: Problem, units) -> np.ndarray:
+    """Node indices of ``units``: one label, or an iterable of labels (a label wins)."""
+    index = problem.node_index
+    try:
+        if units in index:
+            return np.array([index[units]], dtype=np.int64)
+    except TypeError:
+        pass
+    if isinstance(units, (str, bytes)) or not hasattr(units, "__iter__"):
+        raise NetworkError(f"unknown unit {units!r}: it is not a node of the network")
+    labels = list(units.tolist() if isinstance(units, np.ndarray) else units)
+    missing = [x for x in labels if not _known(x, index)]
+    if missing:
+        raise NetworkError(f"unknown unit(s) {name_some(missing)}: not nodes of the network")
+    idx = np.array([index[x] for x in labels], dtype=np.int64)
+    if np.unique(idx).size != idx.size:
+        raise NetworkError(f"units {name_some(labels)} list a unit twice: give each unit once")
+    return idx
+
+
+def _known(label, index) -> bool:
+    try:
+        return label in index
+    except TypeError:
+        return False
+
+
+def require_free(problem: Problem, idx: np.ndarray, action: str) -> None:
+    """Refuse fixed units: scaling them would change the network function."""
+    bad = idx[problem.fixed[idx]]
+    if bad.size:
+        what = [f"{problem.nodes[k]!r} ({problem.roles[k]})" for k in bad]
+        raise NetworkError(
+            f"unit(s) {', '.join(what[:10])} have scale 1: {action} them would change the network"
+            " function; only hidden units with a homogeneous activation (relu, linear, bipu, ...)"
+            " can be scaled")
 
 
 @dataclass(frozen=True)
@@ -61,20 +105,13 @@ class Imbalance:
         return float(np.max(np.abs(self.relative), initial=0.0))
 
 
-def _segment_lse(values: np.ndarray, seg: np.ndarray, n: int) -> np.ndarray:
-    keep = seg >= 0
-    order = np.argsort(seg[keep], kind="stable")
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(seg[keep], minlength=n))])
-    return segment_logsumexp(values[keep][order], indptr)
-
-
 def _grouped(pb: Problem, reg: Regularizer, group: np.ndarray, labels: tuple) -> Imbalance:
     n = len(labels)
     lphi, l1, _ = reg.edge_terms(pb.log_abs_weight, np.zeros(pb.n_edges))
     logc = np.log(pb.degree[pb.src])
     gin, gout = group[pb.dst], group[pb.src]
-    log_in, log_out = _segment_lse(lphi, gin, n), _segment_lse(lphi + logc, gout, n)
-    lp, ln = _segment_lse(l1, gin, n), _segment_lse(l1 + logc, gout, n)
+    log_in, log_out = scatter_logsumexp(lphi, gin, n), scatter_logsumexp(lphi + logc, gout, n)
+    lp, ln = scatter_logsumexp(l1, gin, n), scatter_logsumexp(l1 + logc, gout, n)
     both_empty = np.isneginf(lp) & np.isneginf(ln)
     with np.errstate(invalid="ignore"):
         rel = np.where(both_empty, 0.0, np.tanh(0.5 * (lp - ln)))
@@ -95,7 +132,7 @@ def unit_imbalance(
     ((1,), [15.0], [0.8824])
     """
     reg = as_regularizer(p, regularizer)
-    pb = _weighted(problem, weight)
+    pb = weighted(problem, weight)
     free = np.flatnonzero(~pb.fixed)
     group = np.full(pb.n_nodes, -1, dtype=np.int64)
     group[free] = np.arange(free.size)
@@ -129,11 +166,11 @@ def group_imbalance(
     ((1,), [0.0])
     """
     reg = as_regularizer(p, regularizer)
-    pb = _weighted(problem, weight)
+    pb = weighted(problem, weight)
     free = ~pb.fixed
     if isinstance(groups, Mapping):
-        idx = _unit_indices(pb, list(groups))
-        _require_free(pb, idx, "grouping")
+        idx = unit_indices(pb, list(groups))
+        require_free(pb, idx, "grouping")
         keys = [groups[pb.nodes[k]] for k in idx]
         labels = tuple(dict.fromkeys(keys))
         code = {lab: n for n, lab in enumerate(labels)}
@@ -191,28 +228,6 @@ def lp_cost(weight, p: float = 2.0, *, log: bool = False) -> float:
 
 
 def unit_depth(problem: Problem) -> np.ndarray | None:
-    """Depth of every unit (longest path from a unit without inputs; self-loops ignored).
-
-    Kahn's algorithm by rounds, vectorized: each round peels the units whose predecessors are
-    all placed. Returns ``None`` if the graph has a directed cycle other than self-loops.
-    """
-    n = problem.n_nodes
-    keep = problem.src != problem.dst
-    src, dst = problem.src[keep], problem.dst[keep]
-    order = np.argsort(src, kind="stable")
-    targets = dst[order]
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=n))])
-    indeg = np.bincount(dst, minlength=n)
-    depth = np.full(n, -1, dtype=np.int64)
-    frontier, level = np.flatnonzero(indeg == 0), 0
-    while frontier.size:
-        depth[frontier] = level
-        starts, lens = indptr[frontier], indptr[frontier + 1] - indptr[frontier]
-        offsets = np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(lens.sum())
-        hit = targets[offsets]
-        indeg = indeg - np.bincount(hit, minlength=n)
-        frontier = np.unique(hit[indeg[hit] == 0])
-        level += 1
-    return None if np.any(depth < 0) else depth
-
-
+    """Depth of every unit (longest path from a unit without inputs; self-loops ignored), or
+    ``None`` if the graph has a directed cycle other than self-loops."""
+    return longest_path_levels(merged_adjacency(problem.src, problem.dst, problem.n_nodes))

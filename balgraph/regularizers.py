@@ -4,7 +4,8 @@ Scaling moves edge ``e`` to ``w_e · exp(t_e)`` with ``t = G u``. A regularizer 
 cost ``φ_e(t_e) = g_e(|w_e| e^{t_e})`` and balgraph needs ``φ``, ``φ'`` and ``φ''`` in ``t``, in the
 log domain so that weights spanning 1e-300..1e300 neither overflow nor underflow. For
 ``L_p`` (eq. 9.6), ``φ_e(t) = |w_e|^p e^{p t}``: ``log φ = p log|w| + p t``,
-``log φ' = log p + log φ``, ``log φ'' = 2 log p + log φ``.
+``log φ' = log p + log φ``, ``log φ'' = 2 log p + log φ``. ``p = ∞`` is max-balancing
+(:class:`MaxNorm`), which no ``φ`` describes.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import abc
 
 import numpy as np
 
-from .errors import NetworkError, positive_number
+from .checks import check_choice, check_p, positive_number
+from .errors import NetworkError, OptionError
+from .kernels import logsumexp
 
-__all__ = ["Regularizer", "Lp", "PowerSum", "ElasticNet", "as_regularizer"]
+__all__ = ["Regularizer", "Lp", "PowerSum", "ElasticNet", "MaxNorm", "as_regularizer"]
 
 
 class Regularizer(abc.ABC):
@@ -26,39 +29,51 @@ class Regularizer(abc.ABC):
     """
 
     def coefficient_specs(self) -> dict:
-        """Per-edge coefficient specs still to be resolved against a network (see ``bind``)."""
+        """``{key: spec}`` of coefficients given as edge attributes, mappings or callables: the
+        compile step reads them into ``problem.edge_data[key]`` (:meth:`bind` then uses them)."""
         return {}
 
-    def bind(self, arrays: dict) -> "Regularizer":
-        """Return a copy whose coefficient specs are replaced by per-edge arrays."""
+    def bind(self, edge_data) -> Regularizer:
+        """A copy whose coefficient specs are replaced by the per-edge arrays in ``edge_data``."""
         return self
 
     def active(self, m: int) -> np.ndarray:
         """Edges whose cost is not identically zero (zero coefficients play no role)."""
         return np.ones(m, dtype=bool)
 
+    def power(self) -> float | None:
+        """``p`` when every edge costs ``b_e |w_e|^p`` (one power, any coefficients), else None."""
+        return None
+
+    def uniform_coefficient(self) -> float | None:
+        """The coefficient ``b`` when the cost is ``b Σ |w|^p`` (one power, one coefficient), else None."""
+        return None
+
+    def restrict(self, rows: np.ndarray) -> Regularizer:
+        """The regularizer of the edges ``rows`` (per-edge coefficients are sliced)."""
+        return self
+
     @abc.abstractmethod
-    def edge_terms(
-        self, log_abs_w: np.ndarray, t: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def edge_terms(self, log_abs_w: np.ndarray, t) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return ``(log φ, log φ', log φ'')`` per edge at log-scales ``t``."""
 
-    def log_cost(self, log_abs_w: np.ndarray, t: np.ndarray | float = 0.0) -> float:
+    def log_cost(self, log_abs_w: np.ndarray, t=0.0) -> float:
         """``log Σ_e φ_e(t_e)`` (``-inf`` when every weight is zero)."""
-        from ._logsum import logsumexp
-
         return logsumexp(self.edge_terms(log_abs_w, np.broadcast_to(t, log_abs_w.shape))[0])
 
 
 def _check_coefficient(value, what: str):
-    if isinstance(value, (str, dict)) or callable(value) or value is None:
+    if isinstance(value, (str, dict)) or callable(value):
         return value
-    arr = np.asarray(value, dtype=np.float64)
+    if value is None:
+        raise OptionError(f"{what} is None: give a number >= 0, a per-edge array, or an edge attribute name")
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise OptionError(f"{what} must be a number >= 0 or a per-edge array, got {value!r}") from None
     if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-        raise NetworkError(
-            f"{what} must be finite and >= 0: a negative coefficient makes the cost"
-            " non-convex in log-scale (x·g'(x) must be non-decreasing, Theorem 5.6)"
-        )
+        raise OptionError(f"{what} must be finite and >= 0: a negative coefficient makes the cost"
+                          " non-convex in log-scale (x·g'(x) must be non-decreasing, Theorem 5.6)")
     return arr if arr.ndim else float(arr)
 
 
@@ -76,23 +91,20 @@ class PowerSum(Regularizer):
         ``{(j, i): b}`` or a callable ``(j, i, data) -> b`` (networkx's ``weight=`` convention).
         A zero coefficient on every term of an edge (no decay on biases, say) removes the edge
         from the cost: it no longer helps pin its units' scales, and a unit pinned only by such
-        edges has no finite optimum (balgraph.structure reports it).
+        edges has no finite optimum (:func:`balgraph.diagnose` reports it).
 
     Examples
     --------
-    >>> import numpy as np, balgraph
-    >>> reg = balgraph.PowerSum({1: 0.5, 2: 1.0})
+    >>> reg = PowerSum({1: 0.5, 2: 1.0})
     >>> round(float(np.exp(reg.log_cost(np.log(np.array([2.0]))))), 12)
     5.0
     """
 
     def __init__(self, terms: dict):
-        if not terms:
-            raise NetworkError("PowerSum needs at least one term {p: coefficient}")
-        self.terms = {
-            _checked_p(p): _check_coefficient(b, f"the coefficient of |w|^{p}")
-            for p, b in dict(terms).items()
-        }
+        if not isinstance(terms, dict) or not terms:
+            raise OptionError("PowerSum needs a dict of at least one term {p: coefficient}")
+        self.terms = {positive_number(p, "p"): _check_coefficient(b, f"the coefficient of |w|^{p}")
+                      for p, b in terms.items()}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.terms!r})"
@@ -100,20 +112,49 @@ class PowerSum(Regularizer):
     def __eq__(self, other) -> bool:
         return type(self) is type(other) and repr(self) == repr(other)
 
+    __hash__ = None
+
+    def _rebuild(self, terms: dict) -> PowerSum:
+        return PowerSum(terms)
+
     def coefficient_specs(self) -> dict:
         return {p: b for p, b in self.terms.items() if not isinstance(b, (float, np.ndarray))}
 
-    def bind(self, arrays: dict) -> "PowerSum":
-        return PowerSum({p: arrays.get(p, b) for p, b in self.terms.items()})
+    def bind(self, edge_data) -> PowerSum:
+        specs = self.coefficient_specs()
+        if not specs:
+            return self
+        missing = [p for p in specs if p not in edge_data]
+        if missing:
+            raise OptionError(f"the coefficients of |w|^{missing[0]:g} are {specs[missing[0]]!r}: edge-attribute,"
+                              " mapping or callable coefficients need a networkx network (pass per-edge arrays"
+                              " in the compiled edge order for a Problem)")
+        for p, spec in specs.items():
+            if np.any(np.asarray(edge_data[p]) < 0):
+                raise NetworkError(f"the coefficients of |w|^{p:g} read from {spec!r} must be >= 0: a negative"
+                                   " coefficient makes the cost non-convex in log-scale (Theorem 5.6)")
+        return self._rebuild({p: edge_data[p] if p in specs else b for p, b in self.terms.items()})
+
+    def power(self) -> float | None:
+        return next(iter(self.terms)) if len(self.terms) == 1 else None
+
+    def uniform_coefficient(self) -> float | None:
+        if len(self.terms) != 1:
+            return None
+        b = next(iter(self.terms.values()))
+        return b if isinstance(b, float) else None
+
+    def restrict(self, rows: np.ndarray) -> PowerSum:
+        if not any(isinstance(b, np.ndarray) and b.ndim for b in self.terms.values()):
+            return self
+        return self._rebuild({p: b[rows] if isinstance(b, np.ndarray) and b.ndim else b for p, b in self.terms.items()})
 
     def _log_coefficients(self) -> list:
         out = []
         for p, b in self.terms.items():
             if not isinstance(b, (float, np.ndarray)):
-                raise NetworkError(
-                    f"the coefficient of |w|^{p} is {b!r}: edge-attribute or mapping coefficients"
-                    " need a networkx network (pass arrays for a Problem)"
-                )
+                raise OptionError(f"the coefficient of |w|^{p:g} is {b!r}: bind it to the network first"
+                                  " (balgraph.solve does this for a networkx network)")
             with np.errstate(divide="ignore"):
                 out.append((p, np.log(b)))
         return out
@@ -132,6 +173,8 @@ class PowerSum(Regularizer):
     def active(self, m: int) -> np.ndarray:
         out = np.zeros(m, dtype=bool)
         for b in self.terms.values():
+            if isinstance(b, np.ndarray) and b.ndim and b.size != m:
+                raise NetworkError(f"per-edge coefficients hold {b.size} values for {m} edges: give one per edge")
             out |= np.broadcast_to(np.asarray(b) > 0, (m,))
         return out
 
@@ -143,40 +186,59 @@ class Lp(PowerSum):
 
     Examples
     --------
-    >>> import numpy as np, balgraph
-    >>> round(float(np.exp(balgraph.Lp(2).log_cost(np.log(np.array([3.0, 4.0]))))), 12)
+    >>> round(float(np.exp(Lp(2).log_cost(np.log(np.array([3.0, 4.0]))))), 12)
     25.0
     """
 
     def __init__(self, p: float = 2.0, coefficient=1.0):
-        self.p = _checked_p(p)
-        self.coefficient = coefficient
-        super().__init__({self.p: coefficient})
+        self.p = positive_number(p, "p")
+        self.coefficient = _check_coefficient(coefficient, "the Lp coefficient")
+        super().__init__({self.p: self.coefficient})
 
     def __repr__(self) -> str:
-        if isinstance(self.coefficient, (int, float)) and self.coefficient == 1.0:
+        if isinstance(self.coefficient, float) and self.coefficient == 1.0:
             return f"Lp({self.p:g})"
         return f"Lp({self.p:g}, coefficient={self.coefficient!r})"
 
-    def bind(self, arrays: dict) -> "Lp":
-        return Lp(self.p, arrays.get(self.p, self.terms[self.p]))
+    def _rebuild(self, terms: dict) -> Lp:
+        return Lp(self.p, terms[self.p])
 
 
-def ElasticNet(l1: float = 1.0, l2: float = 1.0) -> "PowerSum":  # noqa: N802
+def ElasticNet(l1: float = 1.0, l2: float = 1.0) -> PowerSum:  # noqa: N802
     """``l1 Σ|w| + l2 Σ w²``, i.e. ``PowerSum({1: l1, 2: l2})`` (coefficients as in PowerSum)."""
     return PowerSum({1.0: l1, 2.0: l2})
 
 
-def _checked_p(p) -> float:
-    return positive_number(p, "p")
+class MaxNorm(Regularizer):
+    """``p = ∞``: max-balancing, the fixed point of cross-layer equalization.
+
+    Balance means ``max_IN |w| = max_OUT |w|`` for every free unit (the ``p → ∞`` limit of eq.
+    5.8); :mod:`balgraph.solvers.maxnorm` solves it. ``range="absmax"`` measures a channel by
+    its largest ``|w|`` (AIMET's and Brevitas' CLE).
+    """
+
+    p = float("inf")
+
+    def __init__(self, range: str = "absmax"):  # noqa: A002 - the name CLE users know
+        self.range = check_choice(range, "range", ("absmax",))
+
+    def __repr__(self) -> str:
+        return "MaxNorm()"
+
+    def edge_terms(self, log_abs_w, t):
+        raise OptionError("p=inf (max-balancing) has no per-edge cost terms: use method='max_balance'")
+
+    def log_cost(self, log_abs_w: np.ndarray, t=0.0) -> float:
+        """``log max_e |w_e e^{t_e}|``: the cost that the max-balanced state minimizes."""
+        v = log_abs_w + t
+        return float(np.max(v, initial=-np.inf))
 
 
-def as_regularizer(p: float | None = 2.0, regularizer: Regularizer | None = None) -> Regularizer:
-    """Resolve the ``p=`` / ``regularizer=`` arguments of the public functions."""
+def as_regularizer(p=2.0, regularizer: Regularizer | None = None) -> Regularizer:
+    """Resolve the ``p=`` / ``regularizer=`` arguments of the public functions (``p=inf``: :class:`MaxNorm`)."""
     if regularizer is not None:
         if not isinstance(regularizer, Regularizer):
-            raise NetworkError(
-                f"regularizer must be a balgraph.Regularizer such as balgraph.Lp(2), not {regularizer!r}"
-            )
+            raise OptionError(f"regularizer must be a balgraph.Regularizer such as balgraph.Lp(2), not {regularizer!r}")
         return regularizer
-    return Lp(2.0 if p is None else p)
+    p = check_p(2.0 if p is None else p)
+    return MaxNorm() if p == np.inf else Lp(p)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import balgraph
-from balgraph import NetworkError, NoFiniteOptimumError
+from balgraph import NetworkError, NoFiniteOptimumError, OptionError
 from balgraph.gallery import random_network
 
 
@@ -61,19 +61,19 @@ def test_balanced_weights_are_a_positive_rescaling():
 
 @pytest.mark.parametrize("p", [0, -1, float("nan"), "two"])
 def test_bad_p(p):
-    with pytest.raises(NetworkError, match="p must be"):
+    with pytest.raises(OptionError, match="p must be"):
         balgraph.solve(chain(), p=p)
 
 
 def test_unknown_method_lists_the_known_ones():
-    with pytest.raises(NetworkError, match="newton"):
+    with pytest.raises(OptionError, match="newton"):
         balgraph.solve(chain(), method="magic")
 
 
 def test_bad_tol_and_unreachable_option():
-    with pytest.raises(NetworkError, match="tol"):
+    with pytest.raises(OptionError, match="tol"):
         balgraph.solve(chain(), tol=0)
-    with pytest.raises(NetworkError, match="unreachable"):
+    with pytest.raises(OptionError, match="unreachable"):
         balgraph.solve(chain(), unreachable="ignore")
 
 

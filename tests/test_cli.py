@@ -13,7 +13,7 @@ import pytest
 import balgraph
 import balgraph.gallery
 import balgraph.io as bio
-from balgraph.cli import Progress, main
+from balgraph.cli import main
 
 
 def _unit_imbalance(problem, p=2.0):
@@ -136,16 +136,6 @@ def test_demo_passes_the_seed(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "balgraph.demo", fake)
     assert main(["demo", "--seed", "7"]) == 0 and calls == [7]
 
-
-def test_progress_callback():
-    stream = io.StringIO()
-    progress = Progress(stream, interval=0.0)
-    calls = []
-    balgraph.solve(balgraph.gallery.random_network(1), method="newton",
-                   callback=lambda it, u: (calls.append(it), progress(it, u)))
-    progress.close()
-    assert calls, "the solver never called back"
-    assert stream.getvalue() == "".join(f"\rbalgraph: iteration {i}" for i in calls) + "\n"
 
 
 def test_python_m_help():

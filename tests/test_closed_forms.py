@@ -8,7 +8,7 @@ from scipy.optimize import minimize
 
 import balgraph
 from balgraph.closed_forms import tied_layer_scales
-from balgraph.errors import NetworkError
+from balgraph.errors import NetworkError, OptionError
 
 
 def chain(seed, sizes, spread=2.0):
@@ -23,9 +23,7 @@ def tied_problem(mats):
     """The chain as a Problem whose hidden layers are tie groups (one scale per layer)."""
     pb = balgraph.Problem.from_layers(mats)
     tie = [k if role == "hidden" else None for (k, _), role in zip(pb.nodes, pb.roles)]
-    return balgraph.Problem.from_arrays(
-        pb.src, pb.dst, pb.weight, nodes=pb.nodes, roles=pb.roles, tie=tie, layers=pb.layers
-    )
+    return balgraph.Problem.from_blocks(pb.blocks, nodes=pb.nodes, roles=pb.roles, tie=tie)
 
 
 def layer_scales_of(res, mats):
@@ -89,7 +87,7 @@ def test_inputs_untouched_and_errors():
         tied_layer_scales([np.ones((3, 2)), np.zeros((2, 3))])
     with pytest.raises(NetworkError, match="columns"):
         tied_layer_scales([np.ones((3, 2)), np.ones((2, 4))])
-    with pytest.raises(NetworkError):
+    with pytest.raises(OptionError):
         tied_layer_scales([np.ones((3, 2))], p=-1)
 
 

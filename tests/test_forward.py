@@ -189,7 +189,6 @@ def test_weights_as_mapping_callable_array_and_result():
 
 
 def test_balanced_result_computes_the_same_function():
-    pytest.importorskip("balgraph.newton")
     g = random_network(11, n_hidden=7, bipu_fraction=0.3, tanh_fraction=0.2)
     x = np.random.default_rng(2).normal(size=(4, 3))
     res = balgraph.solve(g, p=2)

@@ -57,22 +57,24 @@ def test_w1_is_full_size_and_w5_sizes_follow_the_formula():
     assert _mlp_edges((1024, 4096, 4096, 4096, 4096, 1000)) == 58_639_336
 
 
-def test_dense_mlp_is_the_from_layers_layout():
+def test_dense_mlp_is_layers_of_scaled_gaussians():
     sizes = (5, 7, 3, 4)
     pb = dense_mlp(sizes, seed=9)
-    mats = [pb.weight[blk.edge_slice].reshape(blk.n_out, blk.n_in) for blk in pb.layers[:3]]
-    biases = [pb.weight[blk.edge_slice] for blk in pb.layers[3:]]
+    rng = np.random.default_rng(9)
+    scales = np.exp(rng.uniform(-2, 2, size=3))
+    mats = [rng.standard_normal((sizes[k + 1], sizes[k])) * scales[k] for k in range(3)]
+    biases = [rng.standard_normal(sizes[k + 1]) * scales[k] for k in range(3)]
     ref = balgraph.Problem.from_layers(mats, biases)
     for attr in ("src", "dst", "weight", "fixed", "degree", "var"):
         np.testing.assert_array_equal(getattr(pb, attr), getattr(ref, attr))
-    assert pb.nodes == ref.nodes and pb.roles == ref.roles and pb.layers == ref.layers
+    assert pb.nodes == ref.nodes and pb.roles == ref.roles and all(b.n_edges for b in pb.blocks)
     x = np.random.default_rng(0).normal(size=(3, 5))
     np.testing.assert_allclose(forward(pb, x), forward(ref, x), rtol=1e-14)
 
 
 def test_layer_scales_are_unequal():
     pb = autoencoder(1, sizes=(50, 40, 30, 40, 50))
-    rms = [np.sqrt(np.mean(pb.weight[blk.edge_slice] ** 2)) for blk in pb.layers[:4]]
+    rms = [np.sqrt(np.mean(np.asarray(blk.weight) ** 2)) for blk in pb.blocks[:4]]
     assert max(rms) / min(rms) > 1.5 and all(np.exp(-2.5) < r < np.exp(2.5) for r in rms)
 
 

@@ -10,8 +10,10 @@ from strategies import exponents, networks
 
 import balgraph
 from balgraph import local as bl
-from balgraph.dense import RangeExceeded, layer_sweeps
-from balgraph.iterative import _colouring, _conflicts, _independent_sets
+from balgraph.costs import LayeredCosts, LogDomainCosts
+from balgraph.costs.base import variable_graph
+from balgraph.errors import RangeExceeded
+from balgraph.graphs import colouring, symmetric
 from balgraph.regularizers import ElasticNet, Lp
 
 SCHEDULES = ["cyclic", "random_sweep", "stochastic", "parallel", "alternating"]
@@ -72,10 +74,9 @@ def test_schedules_agree_keep_function_and_never_raise_cost(g, p, seed):
         np.testing.assert_allclose(res.weight_array, ref, rtol=1e-6, atol=0, err_msg=method)
         assert implied_scales_residual(pb, res.weight_array) < 1e-8
         h = res.history
-        assert len(h["sweeps"]) == len(h["cost"]) == len(h["max_imbalance"]) == res.iterations + 1
+        assert len(h["iteration"]) == len(h["log_cost"]) == len(h["max_imbalance"]) == res.iterations + 1
         logc = np.asarray(h["log_cost"])
         assert np.all(np.diff(logc) <= 1e-13 * (1 + np.abs(logc[:-1]))), method
-        assert np.allclose(np.exp(logc), h["cost"], rtol=1e-12)
         assert h["log_cost"][0] == pytest.approx(res.log_cost_before, rel=1e-12, abs=1e-12)
 
 
@@ -120,7 +121,7 @@ def w1():
 def test_w1_parallel_converges_to_1e_8():
     pb = w1()
     res = balgraph.solve(pb, method="parallel", tol=1e-8)
-    assert res.converged and res.info["schedule"] == "dense layers"
+    assert res.converged and res.info["model"] == "layered"
     assert np.max(np.abs(balgraph.imbalance(pb, Lp(2), res.potentials))) <= 1e-8
 
 
@@ -139,8 +140,8 @@ def test_dense_layers_path_matches_general_path(method, degrees):
     pb = small_mlp(1, degrees)
     reg = Lp(1.5)
     fast = balgraph.solve(pb, method=method, regularizer=reg, tol=1e-12)
-    slow = balgraph.solve(pb, method=method, regularizer=reg, tol=1e-12, dense=False)
-    assert fast.info["schedule"] == "dense layers" and slow.info["schedule"] == "depth levels"
+    slow = balgraph.solve(pb, method=method, regularizer=reg, tol=1e-12, model="log-domain")
+    assert fast.info["model"] == "layered" and slow.info["model"] == "log-domain"
     np.testing.assert_allclose(fast.weight_array, slow.weight_array, rtol=1e-9)
     # the same exact layer updates in the same order: the same iterates
     assert fast.iterations == slow.iterations
@@ -154,13 +155,13 @@ def test_dense_path_declines_extreme_ranges_and_coefficients_are_honoured():
     mats[1][0, 0] = 1e-200
     pb = balgraph.Problem.from_layers(mats)
     with pytest.raises(RangeExceeded):
-        layer_sweeps(pb, Lp(2))
-    assert balgraph.solve(pb, method="parallel", tol=1e-12).info["schedule"] == "depth levels"
+        LayeredCosts.build(pb, Lp(2))
+    assert balgraph.solve(pb, method="parallel", tol=1e-12).info["model"] != "layered"
     pb = small_mlp(2)
     coef = rng.uniform(0.1, 3.0, size=pb.n_edges)
     reg = Lp(2.0, coef)
     res = balgraph.solve(pb, method="parallel", regularizer=reg, tol=1e-12)
-    assert res.info["schedule"] == "dense layers"
+    assert res.info["model"] == "layered"
     np.testing.assert_allclose(res.weight_array, balgraph.solve(
         pb, method="cyclic", regularizer=reg, tol=1e-12).weight_array, rtol=1e-8)
 
@@ -184,8 +185,8 @@ def test_non_power_regularizer_converges_to_its_balance(method):
 @given(networks(kinds=("recurrent",), max_hidden=12), st.integers(0, 100))
 def test_colouring_classes_are_independent_and_cover(g, seed):
     pb = balgraph.compile_network(g)
-    adj = _conflicts(pb)
-    colour = _colouring(adj, np.random.default_rng(seed))
+    adj = symmetric(variable_graph(pb)[:pb.n_vars, :pb.n_vars])
+    colour = colouring(adj, seed)
     assert np.all(colour >= 0)
     coo = adj.tocoo()
     assert not np.any(colour[coo.row] == colour[coo.col])
@@ -194,8 +195,8 @@ def test_colouring_classes_are_independent_and_cover(g, seed):
     for v in range(pb.n_vars):
         nbr = colour[adj.indices[adj.indptr[v]:adj.indptr[v + 1]]]
         assert set(range(colour[v])) <= set(nbr.tolist())
-    sets, _ = _independent_sets(pb, np.random.default_rng(seed))
-    assert np.array_equal(np.sort(np.concatenate(sets)), np.arange(pb.n_vars))
+    sets = LogDomainCosts.build(pb, Lp(2)).sweeper(np.zeros(pb.n_vars), seed=seed).sets
+    assert np.array_equal(np.sort(np.concatenate([s[0] for s in sets])), np.arange(pb.n_vars))
 
 
 def test_ties_are_balanced_as_one_variable():
@@ -212,10 +213,10 @@ def test_seeds_reproduce_and_stochastic_counts_sweeps():
     a = balgraph.solve(g, method="stochastic", tol=1e-10, seed=5)
     b = balgraph.solve(g, method="stochastic", tol=1e-10, seed=5)
     assert a.history["log_cost"] == b.history["log_cost"]
-    assert a.history["sweeps"] == list(range(a.iterations + 1))
+    assert a.history["iteration"] == list(range(a.iterations + 1))
     seen = []
-    balgraph.solve(g, method="random_sweep", tol=1e-10, seed=1, callback=lambda k, u: seen.append(k))
-    assert seen == list(range(1, len(seen) + 1))
+    balgraph.solve(g, method="random_sweep", tol=1e-10, seed=1, callback=lambda r: seen.append(r.nit))
+    assert seen == list(range(len(seen)))
 
 
 def test_max_iter_reports_non_convergence():
@@ -234,10 +235,10 @@ def test_dense_history_is_the_cost_at_each_iterate(method):
     reg = balgraph.PowerSum({1.5: coef})
     seen = []
     res = balgraph.solve(pb, method=method, regularizer=reg, tol=1e-12,
-                         callback=lambda k, u: seen.append(u))
-    assert res.info["schedule"] == "dense layers" and res.converged
+                         callback=lambda r: seen.append(r.x))
+    assert res.info["model"] == "layered" and res.converged
     expected = [reg.log_cost(pb.log_abs_weight, pb.edge_log_scale(u)) for u in seen]
-    np.testing.assert_allclose(res.history["log_cost"][1:], expected, rtol=1e-12)
+    np.testing.assert_allclose(res.history["log_cost"], expected, rtol=1e-12)
     assert res.history["log_cost"][0] == pytest.approx(reg.log_cost(pb.log_abs_weight), rel=1e-12)
     np.testing.assert_allclose(res.history["max_imbalance"][-1], res.max_imbalance, rtol=1e-6, atol=1e-15)
 
@@ -249,8 +250,8 @@ def test_extreme_weights_next_to_fixed_units_stay_on_the_dense_path():
     mats[0][0, 0] = 1e-200
     pb = balgraph.Problem.from_layers(mats)
     fast = balgraph.solve(pb, method="parallel", tol=1e-12)
-    slow = balgraph.solve(pb, method="parallel", tol=1e-12, dense=False)
-    assert fast.info["schedule"] == "dense layers" and "fallback" not in fast.info
+    slow = balgraph.solve(pb, method="parallel", tol=1e-12, model="log-domain")
+    assert fast.info["model"] == "layered" and "fallback" not in fast.info
     assert fast.iterations == slow.iterations
     np.testing.assert_allclose(fast.history["log_cost"], slow.history["log_cost"], rtol=1e-12)
 
@@ -264,7 +265,7 @@ def test_dense_path_hands_over_when_scales_leave_float64_range(method):
     mats = [np.array([[2.0], [a]]), np.eye(2), np.array([[1.0, 3.0]])]
     pb = balgraph.Problem.from_layers(mats)
     res = balgraph.solve(pb, method=method, tol=1e-12)
-    assert res.info["schedule"] == "dense layers" and res.info["fallback"].startswith("general path")
+    assert res.info["fallback"].startswith("layered -> log-domain")
     expected = np.cbrt([2.0, 2.0, a * 3.0, a * 3.0, 2.0, a * 3.0])
     w = np.abs(res.weight_array)
     np.testing.assert_allclose(np.sort(w[w > 0]), np.sort(expected), rtol=1e-9)

@@ -232,7 +232,7 @@ def test_errors_name_the_unit():
         bl.scale_weights(pb, None, "h1", -1.0)
     with pytest.raises(NetworkError, match="twice"):
         bl.scale_weights(pb, None, ["h1", "h1"], 2.0)
-    with pytest.raises(NetworkError, match="p must be"):
+    with pytest.raises(balgraph.OptionError, match="p must be"):
         bl.optimal_scale(pb, None, "h1", p=0)
     with pytest.raises(NetworkError, match="NaN"):
         bl.unit_imbalance(pb, np.full(pb.n_edges, np.nan))

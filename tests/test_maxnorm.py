@@ -8,9 +8,15 @@ from hypothesis import strategies as st
 from scipy.optimize import linprog
 
 import balgraph
-from balgraph.errors import NetworkError
+from balgraph.errors import OptionError
 from balgraph.gallery import random_network
-from balgraph.maxnorm import max_balance
+
+
+def max_balance(network, **kw):
+    """p = inf through the one entry point (its default method is max_balance)."""
+    res = balgraph.solve(network, p=np.inf, **{"tol": 1e-12, **kw})
+    assert res.method == "max_balance"
+    return res
 
 
 def max_gaps(graph, weights):
@@ -157,12 +163,14 @@ def test_sum_of_maxima_is_not_the_balance():
 
 def test_errors():
     g = random_network(0, bipu_fraction=0.5, n_hidden=8)
-    with pytest.raises(NetworkError, match="BiPU"):
+    with pytest.raises(OptionError, match="BiPU"):
         balgraph.solve(g, p=np.inf)
     g = random_network(0)
-    with pytest.raises(NetworkError, match="p=inf"):
+    with pytest.raises(OptionError, match="p=inf"):
         balgraph.solve(g, p=np.inf, method="cyclic")
+    with pytest.raises(OptionError, match="max_balance"):
+        balgraph.solve(g, p=2, method="max_balance")
     j, i = next(iter(g.edges))
     g.edges[j, i]["share"] = "a"
-    with pytest.raises(NetworkError, match="not supported at p = inf"):
+    with pytest.raises(OptionError, match="not supported at p=inf"):
         balgraph.solve(g, p=np.inf)

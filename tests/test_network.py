@@ -156,8 +156,8 @@ def test_from_layers_matches_graph_built_by_hand():
     mine = {pb.edge_label(e): pb.weight[e] for e in range(pb.n_edges)}
     theirs = {ref.edge_label(e): ref.weight[e] for e in range(ref.n_edges)}
     assert mine == theirs
-    assert pb.layers[0].n_out == 3 and pb.layers[2].n_in == 1
-    assert np.array_equal(pb.weight[pb.layers[0].edge_slice].reshape(3, 2), w1)
+    assert pb.blocks[0].shape == (3, 2) and pb.blocks[2].shape == (3, 1)
+    assert pb.blocks[0].weight is w1  # the caller's matrix, not a copy
 
 
 def test_from_layers_rejects_mismatched_shapes():
@@ -170,7 +170,7 @@ def test_from_arrays_default_roles_and_errors():
     assert pb.roles == ("input", "hidden", "output")
     with pytest.raises(NetworkError, match="same length"):
         Problem.from_arrays([0, 1], [1], [1.0, 2.0])
-    with pytest.raises(NetworkError, match="node indices"):
+    with pytest.raises(NetworkError, match="outside"):
         Problem.from_arrays([0], [5], [1.0], n_nodes=3)
 
 

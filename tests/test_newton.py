@@ -11,11 +11,19 @@ from scipy.optimize import minimize
 from strategies import exponents, networks
 
 import balgraph
-from balgraph.errors import ConvergenceWarning, NetworkError
+from balgraph.errors import ConvergenceWarning, OptionError
 from balgraph.gallery import random_network
-from balgraph.newton import solve_newton
+from balgraph.solvers import REGISTRY, Run
 
 TOL = 1e-10
+
+
+def solve_newton(pb, reg, *, tol=TOL, **options):
+    """The Newton method called directly (no structure check, no evaluation by balgraph.solve)."""
+    m = REGISTRY["newton"]
+    out = m.solve(pb, reg, Run(tol=tol), m.options(**options))
+    out.converged = out.status == "done"
+    return out
 
 
 def _cost(problem: balgraph.Problem, p: float, u: np.ndarray) -> float:
@@ -214,12 +222,13 @@ def test_no_convergence_is_reported_not_hidden():
 def test_info_history_and_callback():
     g = random_network(2, kind="layered", n_hidden=8)
     seen = []
-    res = balgraph.solve(g, p=2.0, tol=TOL, callback=lambda k, u: seen.append((k, u.shape)))
+    res = balgraph.solve(g, p=2.0, tol=TOL, callback=lambda r: seen.append((r.nit, r.x.shape, r.max_imbalance)))
     h = res.history
     assert set(h) >= {"iteration", "log_cost", "max_imbalance", "time"}
     assert len({len(v) for v in h.values()}) == 1
     assert h["iteration"] == list(range(len(h["iteration"])))
-    assert seen == [(k, (res.problem.n_vars,)) for k in h["iteration"][1:]]
+    assert [(k, shape) for k, shape, _ in seen] == [(k, (res.problem.n_vars,)) for k in h["iteration"]]
+    assert [r for *_, r in seen] == h["max_imbalance"]
     assert h["max_imbalance"][-1] == pytest.approx(res.max_imbalance, abs=1e-13)
     assert np.all(np.diff(h["log_cost"]) <= 1e-12)
     for key in ("newton_iterations", "cg_iterations", "backtracks", "warmup_sweeps"):
@@ -232,9 +241,9 @@ def test_input_not_mutated_and_bad_options():
     u0 = np.zeros(pb.n_vars)
     solve_newton(pb, balgraph.Lp(2), tol=TOL, u0=u0)
     assert np.array_equal(pb.weight, w) and np.all(u0 == 0)
-    with pytest.raises(NetworkError, match="linear_solver"):
+    with pytest.raises(OptionError, match="linear_solver"):
         solve_newton(pb, balgraph.Lp(2), tol=TOL, linear_solver="magic")
-    with pytest.raises(NetworkError, match="u0"):
+    with pytest.raises(OptionError, match="u0"):
         solve_newton(pb, balgraph.Lp(2), tol=TOL, u0=np.zeros(pb.n_vars + 1))
 
 
@@ -252,119 +261,3 @@ def test_zero_weights_and_self_loops_play_no_role(seed, p):
     b = balgraph.solve(h, p=p, tol=TOL)
     for n in hidden:
         assert b.scales[n] == pytest.approx(a.scales[n], rel=1e-8)
-
-
-# --------------------------------------------------------------------------- scaling-vector form
-def _both_forms(problem: balgraph.Problem, reg, u: np.ndarray):
-    """The per-edge log-domain point (reference) and the mat-vec one at ``u``."""
-    from balgraph import _hessian as hz
-    from balgraph._logsum import VariableSides
-    from balgraph._scaled import ScalingForm
-    from balgraph.newton import _Point
-
-    full = problem.G.tocsr()
-    nz = np.flatnonzero((problem.weight != 0) & (np.diff(full.indptr) > 0))
-    G = full[nz].tocsr()
-    G.sort_indices()
-    law = problem.log_abs_weight[nz]
-    ref = _Point(G, law, reg, VariableSides(G), u)
-    form = ScalingForm.build(problem, nz, reg.edge_terms(law, np.zeros_like(law))[0], reg.p)
-    return ref, form, form.point(u), hz.ScaledHessian(G, ref.log_d2, hz.structure_of(G)), G
-
-
-def _assert_same_point(ref, pt) -> None:
-    for a, b in ((ref.log_p, pt.log_p), (ref.log_n, pt.log_n)):
-        assert np.array_equal(np.isneginf(a), np.isneginf(b))
-        np.testing.assert_allclose(b[np.isfinite(a)], a[np.isfinite(a)], rtol=0, atol=1e-10)
-    assert pt.log_cost == pytest.approx(ref.log_cost, abs=1e-10)
-    np.testing.assert_allclose(pt.r, ref.r, rtol=0, atol=1e-12)
-
-
-@given(graph=networks(), p=exponents, seed=st.integers(0, 2**31 - 1))
-def test_scaled_form_matches_per_edge_sums(graph, p, seed):
-    """Sides, cost and the scaled Hessian from mat-vecs with ``A = |w|^p`` equal the per-edge
-    log-domain sums, on random networks with BiPU units, self-loops, ties and fixed units."""
-    from balgraph._scaled import ScaledOperator
-
-    pb = balgraph.compile_network(graph)
-    rng = np.random.default_rng(seed)
-    u = rng.normal(scale=2.0, size=pb.n_vars)
-    ref, form, pt, S_ref, _ = _both_forms(pb, balgraph.Lp(p), u)
-    _assert_same_point(ref, pt)
-    S = ScaledOperator.at(form, pt)
-    dense = S.dense()
-    np.testing.assert_allclose(dense, S_ref.dense(), rtol=0, atol=1e-12)
-    np.testing.assert_allclose(S.half_log_d, S_ref.half_log_d, rtol=0, atol=1e-10)
-    v = rng.normal(size=pb.n_vars)
-    np.testing.assert_allclose(S.matvec(v), dense @ v, rtol=0, atol=1e-12)
-    # Galerkin matrix of a random partition into levels, against Qᵀ S Q formed densely.
-    from balgraph._hessian import CoarseSpace
-
-    levels = rng.integers(0, 3, size=pb.n_vars)
-    levels = np.unique(levels, return_inverse=True)[1].astype(np.int64)
-    L = int(levels.max()) + 1
-    vals = rng.uniform(0.5, 1.5, size=pb.n_vars)
-    Q = np.zeros((pb.n_vars, L))
-    Q[np.arange(pb.n_vars), levels] = vals
-    space = CoarseSpace(_both_forms(pb, balgraph.Lp(p), u)[4], levels, L)
-    np.testing.assert_allclose(S.galerkin(vals, space), Q.T @ dense @ Q, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(S_ref.galerkin(vals, space), Q.T @ dense @ Q, rtol=0, atol=1e-12)
-
-
-def test_scaled_form_rebases_far_points_and_refuses_float64_overflow(monkeypatch):
-    """With the float64 margin shrunk to e^40, potentials spread by a few units make the stored
-    costs unusable: the form moves its base to the new point and still matches the per-edge
-    sums; costs spanning more than the margin are refused, and the solver, mixing both paths,
-    still balances every unit."""
-    monkeypatch.setattr("balgraph._scaled._SAFE", 40.0)
-    g = random_network(3, kind="recurrent", n_hidden=8, bipu_fraction=0.3)
-    pb = balgraph.compile_network(g)
-    rng = np.random.default_rng(0)
-    _, form, _, _, _ = _both_forms(pb, balgraph.Lp(2.0), np.zeros(pb.n_vars))
-    assert form.base == 0
-    u = rng.normal(scale=2.0, size=pb.n_vars)
-    u[0] += 30.0
-    form.rebase(u)  # a far base: the costs at 0 are out of its reach
-    form.allow_rebase = True  # (what newton does once per iteration after a failed rebase)
-    zero = np.zeros(pb.n_vars)
-    near = form.point(zero)
-    assert form.base == 2
-    _assert_same_point(_both_forms(pb, balgraph.Lp(2.0), zero)[0], near)
-    assert form.point(10.0 * u) is None
-    res = solve_newton(pb, balgraph.Lp(2.0), tol=TOL, u0=10.0 * u)
-    r = balgraph.imbalance(pb, balgraph.Lp(2.0), res.u)
-    assert res.converged and np.max(np.abs(r)) <= TOL
-
-
-def test_scaled_form_with_per_edge_coefficients():
-    """``a_e = b_e |w_e|^p``: per-edge coefficients enter ``A`` (eq. 9.6 with weights b_e)."""
-    pb = balgraph.compile_network(random_network(7, kind="dag", n_hidden=6, n_ties=1))
-    b = np.random.default_rng(0).uniform(0.1, 10.0, pb.n_edges)
-    reg = balgraph.Lp(3.0, coefficient=b)
-    u = np.random.default_rng(1).normal(size=pb.n_vars)
-    full = pb.G.tocsr()
-    nz = np.flatnonzero((pb.weight != 0) & (np.diff(full.indptr) > 0))
-    from balgraph._line import _restrict
-
-    ref, _, pt, _, _ = _both_forms(pb, _restrict(reg, nz), u)
-    _assert_same_point(ref, pt)
-
-
-@pytest.mark.parametrize("kind", ["dag", "layered"])
-@pytest.mark.parametrize("seed", range(3))
-def test_scaled_warm_up_matches_per_edge_warm_up(kind, seed):
-    """Exact level sweeps (eqs. 5.6, 6.6) from mat-vecs give the per-edge sweeps' scales."""
-    from balgraph._warmup import variable_levels, warm_up, warm_up_scaled
-
-    g = random_network(seed, kind=kind, n_hidden=9, bipu_fraction=0.3, weight_spread=4.0)
-    pb = balgraph.compile_network(g)
-    ref, form, _, _, G = _both_forms(pb, balgraph.Lp(2.0), np.zeros(pb.n_vars))
-    levels, acyclic = variable_levels(pb)
-    assert acyclic
-    law = pb.log_abs_weight[np.flatnonzero((pb.weight != 0) & (np.diff(pb.G.indptr) > 0))]
-    u0 = np.zeros(pb.n_vars)
-    for sweeps in (1, 3):
-        a, na = warm_up(G, law, 2.0, u0, levels, sweeps, 0.0)
-        b, nb, pt = warm_up_scaled(form, u0, levels, sweeps, 0.0)
-        assert na == nb and pt is not None
-        np.testing.assert_allclose(b, a, rtol=0, atol=1e-10)

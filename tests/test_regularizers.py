@@ -137,11 +137,11 @@ def test_no_decay_on_biases():
 
 
 def test_non_convex_settings_rejected():
-    with pytest.raises(NetworkError, match="non-convex"):
+    with pytest.raises(balgraph.OptionError, match="non-convex"):
         balgraph.PowerSum({1: -0.1, 2: 1.0})
-    with pytest.raises(NetworkError, match="non-convex"):
+    with pytest.raises(balgraph.OptionError, match="non-convex"):
         balgraph.Lp(2, coefficient=np.array([1.0, -1.0]))
-    with pytest.raises(NetworkError, match="p must be"):
+    with pytest.raises(balgraph.OptionError, match="p must be"):
         balgraph.PowerSum({-1: 1.0})
     g = random_network(0)
     for j, i in g.edges:

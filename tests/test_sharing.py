@@ -7,9 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import balgraph
-from balgraph.errors import NetworkError
+from balgraph.costs.shared import share_constraints, shared_basis
+from balgraph.errors import NetworkError, OptionError
 from balgraph.gallery import random_network
-from balgraph.sharing import share_constraints, share_groups, shared_basis
 
 
 def with_sharing(seed, kind="dag", n_groups=3, size=3, **kw):
@@ -93,7 +93,7 @@ def test_manifold_rows_hold_at_optimum():
     res = balgraph.solve(g, p=2, tol=1e-11)
     pb = res.problem
     L = pb.G @ res.potentials
-    groups = share_groups(g, pb, "share")
+    groups = pb.share
     S = share_constraints(pb, groups)
     assert S.shape[0] == np.sum(groups >= 0) - (groups.max() + 1)
     np.testing.assert_allclose(S @ L, 0, atol=1e-12)
@@ -132,8 +132,11 @@ def test_errors():
     with pytest.raises(NetworkError, match=f"shared edges .*{j!r}.*different weights"):
         balgraph.solve(g)
     g2 = with_sharing(6, "dag")
-    for method in ("cyclic", "parallel", "stochastic", "cvxpy"):
-        with pytest.raises(NetworkError, match="cannot keep shared weights equal"):
+    for method in ("cyclic", "parallel", "stochastic"):
+        with pytest.raises(OptionError, match="shared weights cannot be kept equal"):
+            balgraph.solve(g2, method=method)
+    for method in ("cvxpy",):
+        with pytest.raises(OptionError, match="shared weights"):
             balgraph.solve(g2, method=method)
     res = balgraph.solve(g2, share=None, method="cyclic", tol=1e-6, max_iter=100000)
     assert res.converged  # share=None ignores the attribute

@@ -20,7 +20,7 @@ import torch
 
 from ..api import imbalance, solve
 from ..errors import NetworkError
-from ..problem import Problem
+from ..model import Problem
 from ..regularizers import Lp
 from ..result import BalanceResult
 from ._network import TorchNetwork

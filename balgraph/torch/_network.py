@@ -20,7 +20,7 @@ import networkx as nx
 import numpy as np
 import torch
 
-from ..problem import Layer, Problem
+from ..model import Problem
 from ._trace import LayerMap, Traced
 
 __all__ = ["TorchNetwork"]
@@ -128,28 +128,8 @@ class TorchNetwork:
         e = self.edges(p)
         ties = self.tie if any(t is not None for t in self.tie) else None
         return Problem.from_arrays(
-            e.src, e.dst, e.weight, nodes=self.labels, roles=self.roles, fixed=self.fixed,
-            tie=ties, layers=self._dense_blocks(e) if ties is None else (),
+            e.src, e.dst, e.weight, nodes=self.labels, roles=self.roles, fixed=self.fixed, tie=ties,
         )
-
-    def _dense_blocks(self, e: _Edges) -> tuple:
-        """Layer blocks when the model is a plain MLP (every edge in a dense contiguous block)."""
-        blocks, start = [], 0
-        for lm in self.layers:
-            contiguous = all(
-                u.size and np.array_equal(u, np.arange(u[0], u[0] + u.size))
-                for u in (lm.in_units, lm.out_units)
-            )
-            if lm.kind != "linear" or not contiguous:
-                return ()
-            blocks.append(Layer(int(lm.in_units[0]), lm.in_units.size, int(lm.out_units[0]),
-                                lm.out_units.size, start))
-            start += lm.in_units.size * lm.out_units.size
-        for lm in self.layers:
-            if lm.bias_unit >= 0:
-                blocks.append(Layer(lm.bias_unit, 1, int(lm.out_units[0]), lm.out_units.size, start))
-                start += lm.out_units.size
-        return tuple(blocks) if start == e.src.size else ()
 
     def to_graph(self, p: float = 2.0) -> nx.DiGraph:
         """A networkx DiGraph of the units (attributes ``role``, ``activation``, ``tie``).

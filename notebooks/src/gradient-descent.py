@@ -217,9 +217,7 @@ for key, hs in fig7.items():
 def balanced_init(sizes, seed):
     Ws, bs = init(sizes, seed)
     res = balgraph.solve(balgraph.Problem.from_layers(Ws, bs), p=2, tol=1e-13)
-    blocks = res.layer_weights()  # weight blocks first, then one (n_out, 1) bias block per layer
-    n = len(Ws)
-    return blocks[:n], [blk.ravel() for blk in blocks[n:]]
+    return res.layer_weights(), res.layer_biases()
 
 
 fig8 = {}

@@ -35,7 +35,7 @@ METHODS = ["newton", "parallel", "alternating", "random_sweep"]
 
 def weight_pass_seconds(pb, repeats=30):
     """Median time of one mat-vec with every dense layer block (one read of all weights)."""
-    mats = [np.ascontiguousarray(pb.weight[blk.edge_slice].reshape(blk.n_out, blk.n_in)) for blk in pb.layers]
+    mats = [np.ascontiguousarray(blk.weight) for blk in pb.blocks]
     xs = [np.ones(m.shape[1]) for m in mats]
     times = []
     for _ in range(repeats):

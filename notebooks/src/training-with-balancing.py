@@ -90,8 +90,7 @@ def loss_grad(Ws, bs, X, y, grad=True):
 def balance(Ws, bs):
     """The unique L2-balanced weights of the same network (Theorem 9.1), via balgraph."""
     res = balgraph.solve(balgraph.Problem.from_layers(Ws, bs), p=2, tol=1e-10)
-    blocks = res.layer_weights()  # weight blocks first, then one (n_out, 1) bias block per layer
-    return blocks[: len(Ws)], [blk.ravel() for blk in blocks[len(Ws):]]
+    return res.layer_weights(), res.layer_biases()
 
 
 def cost(Ws, bs):

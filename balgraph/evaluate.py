@@ -1,0 +1,273 @@
+"""What :func:`balgraph.solve` reports about an answer, computed independently of the solver.
+
+Given potentials ``u``: every variable's relative imbalance ``(P − N)/(P + N)`` (eqs. 5.8, 6.7),
+the cost before and after in the log domain, and whether the balanced weights and scales stay
+inside float64 (a weight that overflows, or a nonzero one that would become 0, changes the
+network). Block by block and without the solver's arithmetic: a layer matrix costs ``|W|^p``
+once (a temporary of one block) and two mat-vecs with shifted exponentials; edge lists are
+summed edge by edge in the log domain. The balanced weights themselves are never formed here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .backend import module_of, to_host
+from .kernels import logsumexp, relative_imbalance, scatter_logsumexp
+from .model import DenseBlock, Problem
+from .regularizers import MaxNorm, Regularizer
+
+__all__ = ["Evaluation", "evaluate", "imbalance"]
+
+# log of the largest float64 and of the smallest normal one: beyond them a weight is inf or
+# loses digits on its way to 0.
+_LOG_MAX = float(np.log(np.finfo(np.float64).max))
+_LOG_TINY = float(np.log(np.finfo(np.float64).tiny))
+# a mat-vec sum below this, on a row with nonzero entries, has lost digits to underflow
+_TINY_SUM = 1e-280
+
+
+@dataclass
+class Evaluation:
+    """The independent report: per-variable imbalance, costs, and range problems (or None)."""
+
+    relative_imbalance: np.ndarray
+    log_cost_before: float
+    log_cost_after: float
+    out_of_range: str | None = None
+
+    @property
+    def max_imbalance(self) -> float:
+        return float(np.max(np.abs(self.relative_imbalance), initial=0.0))
+
+
+def _scatter(values, target, n):
+    return scatter_logsumexp(np.asarray(values, dtype=np.float64).ravel(), np.asarray(target).ravel(), n)
+
+
+class _Sums:
+    """Per-unit log-sums of ``φ'`` into (``P`` side) and out of (``N`` side, times ``c``) each unit."""
+
+    def __init__(self, problem: Problem):
+        n = problem.n_nodes
+        self.log_in, self.log_out = np.full(n, -np.inf), np.full(n, -np.inf)
+        self.var_in, self.var_out = np.full(problem.n_vars, -np.inf), np.full(problem.n_vars, -np.inf)
+        self.costs_after, self.costs_before = [], []
+        self.range_notes: list[str] = []
+
+
+def _dense_block(b: DenseBlock, p: float, coef: float, un, problem: Problem, sums: _Sums) -> bool:
+    """Add a layer matrix's sums (L_p, one coefficient); False when it must go edge by edge."""
+    xp = module_of(b.weight)
+    var = problem.var
+    vo, vi = var[b.out_units], var[b.in_units]
+    if np.intersect1d(vo[vo >= 0], vi[vi >= 0]).size:
+        return False  # an edge inside one variable: G's entry is 1 − c, summed edge by edge
+    x = p * un[b.out_units]
+    y = -p * problem.degree[b.in_units] * un[b.in_units]
+    A = xp.abs(xp.asarray(b.weight)).astype(np.float64)
+    top = float(to_host(A.max())) if A.size else 0.0
+    if top == 0.0:
+        return True
+    A /= top
+    mask = A > 0
+    amin = float(to_host(A.min(where=mask, initial=np.inf) if xp is np else xp.where(mask, A, np.inf).min()))
+    if p != 1.0:
+        A **= p
+    ys, xs = float(y.max()), float(x.max())
+    r_in = to_host(A @ xp.asarray(np.exp(y - ys)))
+    r_out = to_host(xp.asarray(np.exp(x - xs)) @ A)
+    r_before = to_host(A.sum(axis=1))
+    nz_rows, nz_cols = to_host(mask.any(axis=1)), to_host(mask.any(axis=0))
+    del A, mask
+    with np.errstate(divide="ignore"):
+        l_in, l_out, l_before = np.log(r_in), np.log(r_out), np.log(r_before)
+    # A sum that left float64's normal range lost digits (or reads as a dead side): such blocks
+    # go edge by edge.
+    if np.any((r_in < _TINY_SUM) & nz_rows) or np.any((r_out < _TINY_SUM) & nz_cols):
+        return False
+    a = p * np.log(top) + np.log(coef)
+    log_in = a + l_in + ys + x
+    log_out = a + l_out + xs + y
+    # the sums of φ' = p φ, as the edge lists add them
+    _add(sums.log_in, b.out_units, np.log(p) + log_in)
+    _add(sums.log_out, b.in_units, np.log(p) + log_out + np.log(problem.degree[b.in_units]))
+    sums.costs_after.append(logsumexp(log_in))
+    sums.costs_before.append(logsumexp(a + l_before))
+    # the balanced weights |w| e^{(x_r + y_s)/p} lie between these bounds
+    log_top = np.log(top) + (x.max() + y.max()) / p
+    log_low = np.log(top * amin) + (x.min() + y.min()) / p
+    if log_top > _LOG_MAX:
+        sums.range_notes.append(f"{b.name}: a balanced weight reaches e^{log_top:.0f}, beyond float64")
+    elif log_low < _LOG_TINY and _low_exact(xp, b.weight, x, y, p) < _LOG_TINY:
+        sums.range_notes.append(f"{b.name}: a nonzero balanced weight falls below float64's normal range"
+                                " (it would lose digits or become 0)")
+    return True
+
+
+def _low_exact(xp, W, x, y, p) -> float:
+    """``min log |w'|`` over the nonzero entries of a block (only when the bound says it may underflow)."""
+    with np.errstate(divide="ignore"):
+        L = xp.log(xp.abs(xp.asarray(W)).astype(np.float64))
+    L += xp.asarray(x / p)[:, None]
+    L += xp.asarray(y / p)[None, :]
+    return float(to_host(xp.where(xp.isfinite(L), L, np.inf).min()))
+
+
+def _add(acc, index, values):
+    """``acc[index] = logaddexp(acc[index], values)`` where ``index`` may repeat."""
+    index = np.asarray(index)
+    if np.unique(index).size == index.size:
+        acc[index] = np.logaddexp(acc[index], values)
+    else:
+        n = acc.size
+        acc[:] = np.logaddexp(acc, _scatter(values, index, n))
+
+
+def _edges(problem: Problem, reg: Regularizer, un, sums: _Sums, start: int, stop: int, block) -> None:
+    """Add the edges ``start:stop`` of a block, edge by edge in the log domain."""
+    src, dst = block.edge_ends()
+    w = block.host_weights()
+    with np.errstate(divide="ignore"):
+        law = np.log(np.abs(w))
+    c_src = problem.degree[src]
+    t = un[dst] - c_src * un[src]
+    sub = reg.restrict(np.arange(start, stop))
+    lphi, l1, _ = sub.edge_terms(law, t)
+    lphi0 = sub.edge_terms(law, np.zeros_like(t))[0]
+    sums.costs_after.append(logsumexp(lphi))
+    sums.costs_before.append(logsumexp(lphi0))
+    var = problem.var
+    vi, vj = var[dst], var[src]
+    inside = (vi == vj) & (vi >= 0)
+    if inside.any():
+        gamma = 1.0 - c_src[inside]
+        lg = np.log(np.abs(np.where(gamma == 0, 1.0, gamma)))
+        vals = np.where(gamma == 0, -np.inf, l1[inside] + lg)
+        pos, neg = gamma > 0, gamma < 0
+        sums.var_in = np.logaddexp(sums.var_in, _scatter(vals[pos], vi[inside][pos], problem.n_vars))
+        sums.var_out = np.logaddexp(sums.var_out, _scatter(vals[neg], vi[inside][neg], problem.n_vars))
+    keep = ~inside
+    sums.log_in = np.logaddexp(sums.log_in, _scatter(l1[keep], dst[keep], problem.n_nodes))
+    sums.log_out = np.logaddexp(sums.log_out, _scatter(l1[keep] + np.log(c_src[keep]), src[keep], problem.n_nodes))
+    with np.errstate(divide="ignore"):
+        logw = law + t
+    nzw = np.isfinite(law)
+    if np.any(logw[nzw] > _LOG_MAX):
+        e = int(np.flatnonzero(nzw & (logw > _LOG_MAX))[0])
+        sums.range_notes.append(f"the balanced weight of {problem.describe_edge(start + e)} reaches e^{logw[e]:.0f},"
+                                " beyond float64")
+    if np.any(logw[nzw] < _LOG_TINY):
+        e = int(np.flatnonzero(nzw & (logw < _LOG_TINY))[0])
+        sums.range_notes.append(f"the balanced weight of {problem.describe_edge(start + e)} falls to e^{logw[e]:.0f},"
+                                " below float64's normal range (it would lose digits or become 0)")
+
+
+def evaluate(problem: Problem, reg: Regularizer, u: np.ndarray, reference: Problem | None = None) -> Evaluation:
+    """The imbalance of every variable at ``u``, the costs, and range problems.
+
+    ``reference`` is the caller's problem when units were pruned or fixed (its cost is the cost
+    before). With shared weights (``problem.share``) each parameter costs once and the imbalance
+    is that of each admissible direction ``u = N z`` (Section 8.3): the relative gradient
+    ``(P − N)/(P + N)`` along the columns of ``N``.
+    """
+    reference = problem if reference is None else reference
+    if isinstance(reg, MaxNorm):
+        return _evaluate_max(problem, u, reference)
+    u = np.asarray(u, dtype=np.float64)
+    un = problem.node_potentials(u)
+    if problem.share is not None:
+        from .costs.shared import shared_basis, shared_regularizer
+
+        basis = shared_basis(problem, problem.share, None)
+        before = shared_regularizer(reference, reg, reference.share).log_cost(reference.log_abs_weight)
+        return _evaluate_directions(problem, shared_regularizer(problem, reg, problem.share), u, basis, before)
+    sums = _Sums(problem)
+    p, coef = reg.power(), reg.uniform_coefficient()
+    for b, start, stop in zip(problem.blocks, problem.block_offsets[:-1], problem.block_offsets[1:]):
+        if isinstance(b, DenseBlock) and p is not None and coef is not None and coef > 0:
+            if _dense_block(b, p, coef, un, problem, sums):
+                continue
+        _edges(problem, reg, un, sums, int(start), int(stop), b)
+    free = ~problem.fixed
+    var_in, var_out = sums.var_in.copy(), sums.var_out.copy()
+    if free.any():
+        v = problem.var[free]
+        var_in = np.logaddexp(var_in, _scatter(sums.log_in[free], v, problem.n_vars))
+        var_out = np.logaddexp(var_out, _scatter(sums.log_out[free], v, problem.n_vars))
+    r = relative_imbalance(var_in, var_out)
+    note = None
+    big = np.flatnonzero(np.abs(un) > _LOG_MAX)
+    if big.size:
+        note = (f"the scale of unit {problem.nodes[big[0]]!r} is e^{un[big[0]]:.0f}, beyond float64"
+                f" ({big.size} unit(s))")
+    elif sums.range_notes:
+        note = sums.range_notes[0] + (f" (and {len(sums.range_notes) - 1} more)" if len(sums.range_notes) > 1 else "")
+    before = logsumexp(np.array(sums.costs_before)) if reference is problem else _cost_before(reference, reg)
+    return Evaluation(r, before, logsumexp(np.array(sums.costs_after)), note)
+
+
+def _cost_before(problem: Problem, reg: Regularizer) -> float:
+    return evaluate(problem, reg, np.zeros(problem.n_vars)).log_cost_after
+
+
+def _evaluate_directions(problem, reg, u, basis, before: float) -> Evaluation:
+    import scipy.sparse as sp
+
+    G = problem.G.tocsr()
+    t = G @ u
+    lphi, l1, _ = reg.edge_terms(problem.log_abs_weight, t)
+    GN = sp.csc_matrix(G @ basis)
+    lp, ln = np.full(GN.shape[1], -np.inf), np.full(GN.shape[1], -np.inf)
+    col = np.repeat(np.arange(GN.shape[1]), np.diff(GN.indptr))
+    for sign, acc in ((1, "p"), (-1, "n")):
+        keep = GN.data * sign > 1e-12
+        vals = l1[GN.indices[keep]] + np.log(np.abs(GN.data[keep]))
+        out = _scatter(vals, col[keep], GN.shape[1])
+        if acc == "p":
+            lp = out
+        else:
+            ln = out
+    return Evaluation(relative_imbalance(lp, ln), before, logsumexp(lphi))
+
+
+def _evaluate_max(problem: Problem, u, reference: Problem) -> Evaluation:
+    G = problem.G.tocsr()
+    w = problem.weight
+    nz = (w != 0) & (np.diff(G.indptr) > 0)
+    with np.errstate(divide="ignore"):
+        law = np.log(np.abs(w))
+    t = G @ np.asarray(u, dtype=np.float64)
+    csc = G[np.flatnonzero(nz)].tocsc()
+    lw = (law + t)[np.flatnonzero(nz)]
+    col = np.repeat(np.arange(problem.n_vars), np.diff(csc.indptr))
+    sides = []
+    for sign in (1.0, -1.0):
+        keep = csc.data * sign > 0
+        vals = np.full(problem.n_vars, -np.inf)
+        np.maximum.at(vals, col[keep], lw[csc.indices[keep]])
+        sides.append(vals)
+    r = relative_imbalance(*sides)
+    after = float(np.max(np.where(w != 0, law + t, -np.inf), initial=-np.inf))
+    with np.errstate(divide="ignore"):
+        before = float(np.log(np.max(np.abs(reference.weight), initial=0.0)))
+    return Evaluation(r, before, after)
+
+
+def imbalance(problem: Problem, regularizer: Regularizer, u: np.ndarray) -> np.ndarray:
+    """Relative imbalance ``(P_k − N_k)/(P_k + N_k)`` of every variable at potentials ``u``.
+
+    For an untied unit with the L_p cost this is ``(in − c·out)/(in + c·out)`` with
+    ``in = Σ_IN |w|^p`` and ``out = Σ_OUT |w|^p`` (eqs. 5.8 and 6.7); 0 means balanced. For
+    ``MaxNorm`` it is ``(max_in − max_out)/(max_in + max_out)``.
+
+    Examples
+    --------
+    >>> import numpy as np, balgraph
+    >>> pb = balgraph.Problem.from_arrays([0, 1], [1, 2], [4.0, 1.0])
+    >>> balgraph.imbalance(pb, balgraph.Lp(2), np.log([0.5])).tolist()
+    [0.0]
+    """
+    return evaluate(problem, regularizer, u).relative_imbalance

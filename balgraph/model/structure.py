@@ -1,0 +1,193 @@
+"""Diagnosis before solving: which free units have a finite balanced scale.
+
+Merge every fixed unit into one *ground* node and every tie group into one node, and keep the
+edges that carry cost. For BiLU networks (every degree 1) the minimum of the cost exists, and
+is unique, iff every free variable lies in the strongly connected component of the ground —
+the classical matrix-balancing condition (docs/design.md §1). A unit that reaches no output
+(*dead end*) or that no input reaches (*dead start*) can have its dangling weights driven to 0
+without changing the network function, so the infimum is not attained.
+
+For BiPU degrees ``c ≠ 1`` the component test is sufficient but not necessary (a loop of gain
+``∏ c > 1`` fed by an input is bounded without reaching an output). There the exact test is
+run: by Stiemke's lemma, ``{v : G v ≤ 0} = {0}`` iff some strictly positive edge-cost vector
+``y`` is balanced, ``Gᵀ y = 0``: one linear feasibility problem.
+
+Layer matrices are checked without per-edge arrays: reachability travels through each dense
+block by a mat-vec with ``|W|``, in topological order of the layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..backend import module_of, to_host
+from ..checks import check_choice
+from ..errors import NoFiniteOptimumError, name_some
+from ..graphs import merged_adjacency, reachable
+from .problem import Problem
+
+__all__ = ["Diagnosis", "diagnose", "ensure_finite_optimum"]
+
+_CHUNK = 1 << 22  # entries of |W| formed at once
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Free units without a finite optimum, by kind (arrays of unit indices).
+
+    ``dead_ends`` reach no output, ``dead_starts`` are reached from no input, ``closed`` are
+    both. ``ok`` is True when every free unit has a finite optimum.
+    """
+
+    dead_ends: np.ndarray
+    dead_starts: np.ndarray
+    closed: np.ndarray
+
+    @property
+    def units(self) -> np.ndarray:
+        return np.union1d(np.union1d(self.dead_ends, self.dead_starts), self.closed)
+
+    @property
+    def ok(self) -> bool:
+        return self.units.size == 0
+
+
+def diagnose(problem: Problem, active: np.ndarray | None = None) -> Diagnosis:
+    """Find the free units with no finite optimum, in O(edges).
+
+    ``active`` marks the edges that carry cost (default: every edge; zero weights never do).
+    Edges with a zero weight or a zero regularizer coefficient play no role.
+
+    Examples
+    --------
+    >>> import balgraph
+    >>> pb = balgraph.Problem.from_arrays([0, 1, 0], [1, 3, 2], [1.0, 1.0, 1.0],
+    ...                                   roles=["input", "hidden", "hidden", "output"])
+    >>> [pb.nodes[k] for k in balgraph.diagnose(pb).dead_ends]
+    [2]
+    """
+    nv = problem.n_vars
+    reach = _dense_reach(problem) if (active is None or np.all(active)) else None
+    if reach is None:
+        node_of = np.where(problem.fixed, nv, problem.var)
+        keep = problem.weight != 0 if active is None else (problem.weight != 0) & active
+        adj = merged_adjacency(node_of[problem.src[keep]], node_of[problem.dst[keep]], nv + 1)
+        to_ground = reachable(adj.T.tocsr(), nv)[:nv]
+        from_ground = reachable(adj, nv)[:nv]
+    else:
+        to_ground, from_ground = reach
+    bad_var = ~(to_ground & from_ground)
+    if bad_var.any() and np.any(problem.degree[~problem.fixed] != 1.0):
+        keep = problem.weight != 0 if active is None else (problem.weight != 0) & active
+        if _balanced_costs_exist(problem, keep):
+            bad_var[:] = False
+    unit_var = np.where(problem.fixed, nv, problem.var)
+    bad_unit = np.append(bad_var, False)[unit_var]
+    to_g = np.append(to_ground, True)[unit_var]
+    from_g = np.append(from_ground, True)[unit_var]
+    return Diagnosis(
+        dead_ends=np.flatnonzero(bad_unit & ~to_g & from_g),
+        dead_starts=np.flatnonzero(bad_unit & to_g & ~from_g),
+        closed=np.flatnonzero(bad_unit & ~to_g & ~from_g),
+    )
+
+
+def _nonzero_matvec(W, v, transpose: bool):
+    """``(|W| @ v > 0)`` (or ``(v @ |W| > 0)``) for a 0/1 vector ``v``, by row chunks of ``|W|``."""
+    xp = module_of(W)
+    n_out, n_in = W.shape
+    step = max(1, _CHUNK // max(n_in, 1))
+    if not transpose:
+        out = xp.zeros(n_out, dtype=bool)
+        for r in range(0, n_out, step):
+            out[r:r + step] = (xp.abs(W[r:r + step]) @ v) > 0
+        return to_host(out)
+    acc = xp.zeros(n_in)
+    for r in range(0, n_out, step):
+        acc += v[r:r + step] @ xp.abs(W[r:r + step])
+    return to_host(acc > 0)
+
+
+def _dense_reach(problem: Problem):
+    """Reachability to and from the ground on dense blocks without ties, or ``None``.
+
+    Blocks are visited in topological order of their unit groups (a chain: layer by layer),
+    so one forward and one backward visit reach the fixed point; a block graph with a cycle
+    (or ties, or edge lists) returns ``None`` and the caller runs the per-edge search.
+    """
+    if not problem.dense or (problem.n_vars and np.any(problem.var_size != 1)):
+        return None
+    blocks = problem.blocks
+    first = np.array([int(b.out_units.min()) if b.out_units.size else 0 for b in blocks])
+    order = np.argsort(first, kind="stable")
+    # Topological: every block's inputs come from units that are inputs or outputs of blocks before it.
+    made = problem.fixed.copy()
+    for k in order:
+        b = blocks[k]
+        if not made[b.in_units].all():
+            return None
+        made[b.out_units] = True
+    from_ground, to_ground = problem.fixed.copy(), problem.fixed.copy()
+    xp = problem.xp
+    for k in order:
+        b = blocks[k]
+        from_ground[b.out_units] |= _nonzero_matvec(b.weight, xp.asarray(from_ground[b.in_units], dtype=np.float64), False)
+    for k in order[::-1]:
+        b = blocks[k]
+        to_ground[b.in_units] |= _nonzero_matvec(b.weight, xp.asarray(to_ground[b.out_units], dtype=np.float64), True)
+    nv = problem.n_vars
+    free = np.flatnonzero(~problem.fixed)
+    out = []
+    for seen in (to_ground, from_ground):
+        per_var = np.ones(nv, dtype=bool)
+        per_var[problem.var[free]] = seen[free]
+        out.append(per_var)
+    return out[0], out[1]
+
+
+def _balanced_costs_exist(problem: Problem, keep: np.ndarray) -> bool:
+    from scipy.optimize import linprog
+
+    g = problem.G[np.flatnonzero(keep)]
+    res = linprog(np.zeros(g.shape[0]), A_eq=g.T.tocsr(), b_eq=np.zeros(g.shape[1]),
+                  bounds=(1.0, None), method="highs")
+    return res.status == 0
+
+
+def ensure_finite_optimum(problem: Problem, unreachable: str = "raise", active: np.ndarray | None = None) -> Problem:
+    """Return a problem in which every free unit has a finite optimum.
+
+    ``unreachable="raise"`` raises :class:`NoFiniteOptimumError` naming the units;
+    ``"fix"`` keeps them at scale 1; ``"prune"`` also sets their weights to 0, which is the
+    infimum of the cost and leaves the network function unchanged (such units never influence
+    an output: what they send reaches no output, or what they get is always 0).
+    """
+    check_choice(unreachable, "unreachable", ("raise", "fix", "prune"))
+    diag = diagnose(problem, active)
+    if diag.ok:
+        return problem
+    units = diag.units
+    if unreachable == "raise":
+        parts = []
+        for name, idx, why in (
+            ("dead ends", diag.dead_ends, "reach no output"),
+            ("dead starts", diag.dead_starts, "are reached from no input"),
+            ("closed", diag.closed, "neither reach an output nor are reached from an input"),
+        ):
+            if idx.size:
+                parts.append(f"{idx.size} {name} ({why}): {name_some([problem.nodes[k] for k in idx])}")
+        raise NoFiniteOptimumError(
+            f"{units.size} free unit(s) have no finite balanced scale — " + "; ".join(parts)
+            + ". Their weights can shrink to 0 without changing the network function, so the"
+            " cost has no minimum. Remove them, give them a path from an input to an output,"
+            " or call solve(..., unreachable='fix') to keep them at scale 1 or"
+            " unreachable='prune' to zero their weights.",
+            units=[problem.nodes[k] for k in units],
+        )
+    if unreachable == "prune":
+        touched = np.isin(problem.src, units) | np.isin(problem.dst, units)
+        problem = problem.with_weights(np.where(touched, 0.0, problem.weight))
+    return problem.with_fixed(units)
+
