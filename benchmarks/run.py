@@ -37,24 +37,25 @@ ITERATIVE = ("parallel", "alternating", "random_sweep")
 
 
 def weight_pass_seconds(problem: balgraph.Problem, repeat: int = 5) -> float:
-    """Best time of one mat-vec over all weights (dense layers through BLAS, the rest CSR)."""
-    in_layer = np.zeros(problem.n_edges, dtype=bool)
-    mats = []
-    for layer in problem.layers:
-        mats.append((np.abs(problem.weight[layer.edge_slice]).reshape(layer.n_out, layer.n_in), layer))
-        in_layer[layer.edge_slice] = True
-    rest = ~in_layer
-    csr = sp.csr_matrix(
-        (np.abs(problem.weight[rest]), (problem.dst[rest], problem.src[rest])),
-        shape=(problem.n_nodes, problem.n_nodes),
-    )
-    x = np.ones(problem.n_nodes)
+    """Best time of one mat-vec over all weights (layer matrices through BLAS, edge lists CSR)."""
+    mats, rest = [], []
+    for b in problem.blocks:
+        if isinstance(b, balgraph.DenseBlock):
+            mats.append((np.abs(np.asarray(b.weight)), b))
+        else:
+            rest.append(b)
+    n = problem.n_nodes
+    src = np.concatenate([b.src for b in rest]) if rest else np.zeros(0, np.int64)
+    dst = np.concatenate([b.dst for b in rest]) if rest else np.zeros(0, np.int64)
+    w = np.concatenate([np.abs(b.weight) for b in rest]) if rest else np.zeros(0)
+    csr = sp.csr_matrix((w, (dst, src)), shape=(n, n))
+    x = np.ones(n)
     best = np.inf
     for _ in range(repeat):
         start = time.perf_counter()
         y = csr @ x
-        for a, layer in mats:
-            y[layer.out_start:layer.out_start + layer.n_out] += a @ x[layer.in_start:layer.in_start + layer.n_in]
+        for a, b in mats:
+            y[b.out_units] += a @ x[b.in_units]
         best = min(best, time.perf_counter() - start)
     return best
 

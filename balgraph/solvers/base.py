@@ -120,7 +120,7 @@ def methods() -> dict[str, dict]:
     --------
     >>> import balgraph
     >>> sorted(balgraph.methods()["newton"]["options"])[:3]
-    ['coarse', 'cg_maxiter', 'dense_max']
+    ['cg_maxiter', 'coarse', 'dense_max']
     """
     out = {}
     for name, m in sorted(REGISTRY.items()):
