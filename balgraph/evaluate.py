@@ -43,10 +43,6 @@ class Evaluation:
         return float(np.max(np.abs(self.relative_imbalance), initial=0.0))
 
 
-def _scatter(values, target, n):
-    return scatter_logsumexp(np.asarray(values, dtype=np.float64).ravel(), np.asarray(target).ravel(), n)
-
-
 class _Sums:
     """Per-unit log-sums of ``φ'`` into (``P`` side) and out of (``N`` side, times ``c``) each unit."""
 
@@ -123,7 +119,7 @@ def _add(acc, index, values):
         acc[index] = np.logaddexp(acc[index], values)
     else:
         n = acc.size
-        acc[:] = np.logaddexp(acc, _scatter(values, index, n))
+        acc[:] = np.logaddexp(acc, scatter_logsumexp(values, index, n))
 
 
 def _edges(problem: Problem, reg: Regularizer, un, sums: _Sums, start: int, stop: int, block) -> None:
@@ -147,11 +143,11 @@ def _edges(problem: Problem, reg: Regularizer, un, sums: _Sums, start: int, stop
         lg = np.log(np.abs(np.where(gamma == 0, 1.0, gamma)))
         vals = np.where(gamma == 0, -np.inf, l1[inside] + lg)
         pos, neg = gamma > 0, gamma < 0
-        sums.var_in = np.logaddexp(sums.var_in, _scatter(vals[pos], vi[inside][pos], problem.n_vars))
-        sums.var_out = np.logaddexp(sums.var_out, _scatter(vals[neg], vi[inside][neg], problem.n_vars))
+        sums.var_in = np.logaddexp(sums.var_in, scatter_logsumexp(vals[pos], vi[inside][pos], problem.n_vars))
+        sums.var_out = np.logaddexp(sums.var_out, scatter_logsumexp(vals[neg], vi[inside][neg], problem.n_vars))
     keep = ~inside
-    sums.log_in = np.logaddexp(sums.log_in, _scatter(l1[keep], dst[keep], problem.n_nodes))
-    sums.log_out = np.logaddexp(sums.log_out, _scatter(l1[keep] + np.log(c_src[keep]), src[keep], problem.n_nodes))
+    sums.log_in = np.logaddexp(sums.log_in, scatter_logsumexp(l1[keep], dst[keep], problem.n_nodes))
+    sums.log_out = np.logaddexp(sums.log_out, scatter_logsumexp(l1[keep] + np.log(c_src[keep]), src[keep], problem.n_nodes))
     with np.errstate(divide="ignore"):
         logw = law + t
     nzw = np.isfinite(law)
@@ -195,8 +191,8 @@ def evaluate(problem: Problem, reg: Regularizer, u: np.ndarray, reference: Probl
     var_in, var_out = sums.var_in.copy(), sums.var_out.copy()
     if free.any():
         v = problem.var[free]
-        var_in = np.logaddexp(var_in, _scatter(sums.log_in[free], v, problem.n_vars))
-        var_out = np.logaddexp(var_out, _scatter(sums.log_out[free], v, problem.n_vars))
+        var_in = np.logaddexp(var_in, scatter_logsumexp(sums.log_in[free], v, problem.n_vars))
+        var_out = np.logaddexp(var_out, scatter_logsumexp(sums.log_out[free], v, problem.n_vars))
     r = relative_imbalance(var_in, var_out)
     note = None
     big = np.flatnonzero(np.abs(un) > _LOG_MAX)
@@ -225,7 +221,7 @@ def _evaluate_directions(problem, reg, u, basis, before: float) -> Evaluation:
     for sign, acc in ((1, "p"), (-1, "n")):
         keep = GN.data * sign > 1e-12
         vals = l1[GN.indices[keep]] + np.log(np.abs(GN.data[keep]))
-        out = _scatter(vals, col[keep], GN.shape[1])
+        out = scatter_logsumexp(vals, col[keep], GN.shape[1])
         if acc == "p":
             lp = out
         else:

@@ -13,7 +13,8 @@ import numpy as np
 
 from .backend import module_of as _module
 
-__all__ = ["logsumexp", "lse", "segment_logsumexp", "scatter_logsumexp", "relative_imbalance", "log_abs"]
+__all__ = ["logsumexp", "lse", "segment_logsumexp", "scatter_logsumexp", "relative_imbalance", "log_abs",
+           "worst_of_gap", "power_sums"]
 
 
 def logsumexp(x) -> float:
@@ -40,17 +41,22 @@ def lse(v, axis=None):
     return out.reshape(()) if axis is None else out.squeeze(axis)
 
 
-def segment_logsumexp(values: np.ndarray, indptr: np.ndarray) -> np.ndarray:
+def segment_logsumexp(values, indptr) -> np.ndarray:
     """``log Σ exp`` of ``values[indptr[k]:indptr[k+1]]`` for every segment ``k``.
 
     Empty segments and segments of ``-inf`` give ``-inf``. Each segment is shifted by its own
-    maximum, so a segment of tiny terms (1e-300) is as exact as one of large terms.
+    maximum, so a segment of tiny terms (1e-300) is as exact as one of large terms. CuPy arrays
+    go segment by segment (for a few segments: the layers of a network).
 
     Examples
     --------
     >>> segment_logsumexp(np.log([1.0, 3.0, 5.0]), np.array([0, 2, 2, 3])).round(6).tolist()
     [1.386294, -inf, 1.609438]
     """
+    xp = _module(values)
+    if xp is not np:
+        bounds = np.asarray(indptr).tolist()
+        return xp.stack([lse(values[a:b]) if b > a else xp.asarray(-np.inf) for a, b in zip(bounds[:-1], bounds[1:])])
     n = indptr.size - 1
     out = np.full(n, -np.inf)
     if values.size == 0 or n == 0:
@@ -67,26 +73,56 @@ def segment_logsumexp(values: np.ndarray, indptr: np.ndarray) -> np.ndarray:
     return out
 
 
-def scatter_logsumexp(values: np.ndarray, target: np.ndarray, n: int) -> np.ndarray:
+def scatter_logsumexp(values, target, n: int):
     """``out[k] = log Σ_{target[e] = k} exp(values[e])`` without sorting (two passes).
 
-    Each target is shifted by its own maximum (``np.maximum.at``), then the shifted terms are
-    summed by ``np.bincount``. ``target`` may hold ``-1`` for entries to leave out.
+    Each target is shifted by its own maximum (``np.maximum.at``; ``cupyx.scatter_max`` on a
+    GPU), then the shifted terms are summed. ``target`` may hold ``-1`` for entries to leave out.
 
     Examples
     --------
     >>> scatter_logsumexp(np.log([1.0, 3.0, 5.0]), np.array([0, 0, 2]), 3).round(6).tolist()
     [1.386294, -inf, 1.609438]
     """
+    xp = _module(values)
     keep = target >= 0
-    if not keep.all():
+    if not bool(keep.all()):
         values, target = values[keep], target[keep]
-    top = np.full(n, -np.inf)
-    np.maximum.at(top, target, values)
-    safe = np.where(np.isfinite(top), top, 0.0)
-    sums = np.bincount(target, weights=np.exp(values - safe[target]), minlength=n)
+    top = xp.full(n, -np.inf)
+    if xp is np:
+        np.maximum.at(top, target, values)
+    else:
+        import cupyx
+
+        cupyx.scatter_max(top, target, values)
+    safe = xp.where(xp.isfinite(top), top, 0.0)
+    sums = xp.bincount(target, weights=xp.exp(values - safe[target]), minlength=n)
     with np.errstate(divide="ignore"):
-        return np.where(np.isfinite(top), safe + np.log(sums), top)
+        return xp.where(xp.isfinite(top), safe + xp.log(sums), top)
+
+
+def worst_of_gap(gap: float) -> float:
+    """The largest relative imbalance ``tanh(gap/2)`` from the largest log-imbalance ``gap``."""
+    return float(np.tanh(0.5 * gap))
+
+
+def power_sums(W, p: float, axis: int):
+    """``log Σ |W|^p`` along ``axis`` with a per-row (per-column) shift: exact in the log domain.
+
+    Examples
+    --------
+    >>> np.exp(power_sums(np.array([[3.0, 4.0]]), 2.0, 1)).round(12).tolist()
+    [25.0]
+    """
+    xp = _module(W)
+    A = xp.abs(xp.asarray(W)).astype(np.float64)
+    m = A.max(axis=axis, keepdims=True)
+    m = xp.where(m > 0, m, 1.0)
+    A /= m
+    if p != 1.0:
+        A **= p
+    with np.errstate(divide="ignore"):
+        return xp.log(A.sum(axis=axis)) + p * xp.log(m.ravel())
 
 
 def relative_imbalance(log_p, log_n):

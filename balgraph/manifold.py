@@ -2,7 +2,7 @@
 
 The paper's variables are ``L_ij = log(Λ_i / Λ_j^{c_j})``, one per edge ``j -> i`` (eq. 9.6 and
 Section 6 for BiPU degrees ``c_j``). In potentials ``u = log Λ`` per free variable this is
-``L = G u`` (design.md §1), so the self-consistent ``L`` (Definition 9.2) are ``range(G)``, the
+``L = G u`` (docs/design.md §1), so the self-consistent ``L`` (Definition 9.2) are ``range(G)``, the
 null space of any matrix ``C`` whose rows span the left null space of ``G``.
 
 Construction. Merge every fixed unit into one *ground* node and every tie group into one node

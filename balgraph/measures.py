@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import NetworkError, name_some
 from .graphs import longest_path_levels, merged_adjacency
-from .kernels import scatter_logsumexp
+from .kernels import relative_imbalance, scatter_logsumexp
 from .model import Problem
 from .regularizers import Lp, Regularizer, as_regularizer
 
@@ -112,10 +112,7 @@ def _grouped(pb: Problem, reg: Regularizer, group: np.ndarray, labels: tuple) ->
     gin, gout = group[pb.dst], group[pb.src]
     log_in, log_out = scatter_logsumexp(lphi, gin, n), scatter_logsumexp(lphi + logc, gout, n)
     lp, ln = scatter_logsumexp(l1, gin, n), scatter_logsumexp(l1 + logc, gout, n)
-    both_empty = np.isneginf(lp) & np.isneginf(ln)
-    with np.errstate(invalid="ignore"):
-        rel = np.where(both_empty, 0.0, np.tanh(0.5 * (lp - ln)))
-    return Imbalance(labels, log_in, log_out, rel)
+    return Imbalance(labels, log_in, log_out, relative_imbalance(lp, ln))
 
 
 def unit_imbalance(

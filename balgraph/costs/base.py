@@ -29,7 +29,7 @@ import numpy as np
 from ..backend import to_host
 from ..errors import RangeExceeded
 from ..graphs import merged_adjacency
-from ..kernels import lse
+from ..kernels import lse, worst_of_gap
 from ..model import Problem
 
 __all__ = ["CostModel", "Hessian", "Point", "Sweeper", "RangeExceeded", "constant_cost", "gap_of", "variable_graph"]
@@ -67,7 +67,7 @@ class Point:
     def __init__(self, z, log_p, log_n, log_cost: float, gap: float):
         self.z, self.log_p, self.log_n = z, log_p, log_n
         self.log_cost, self.gap = float(log_cost), float(gap)
-        self.worst = float(np.tanh(0.5 * self.gap))
+        self.worst = worst_of_gap(self.gap)
 
 
 class Hessian(abc.ABC):
@@ -94,6 +94,11 @@ class Sweeper(abc.ABC):
     exact = True
     gap = np.inf
     log_cost = np.nan
+
+    @property
+    def worst(self) -> float:
+        """The largest relative imbalance after the last sweep."""
+        return worst_of_gap(self.gap)
 
     @abc.abstractmethod
     def sweep(self) -> None:

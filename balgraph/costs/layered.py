@@ -26,7 +26,7 @@ import scipy.sparse as sp
 
 from ..backend import array_module, to_host
 from ..graphs import colouring, symmetric
-from ..kernels import lse
+from ..kernels import lse, power_sums, segment_logsumexp
 from ..model import DenseBlock, Problem
 from ..regularizers import Regularizer
 from .base import CostModel, Hessian, Point, RangeExceeded, gap_of
@@ -130,16 +130,6 @@ def _log(xp, a):
         return xp.log(a)
 
 
-def _log_sums(xp, W, p: float, axis: int):
-    """``log Σ |W|^p`` along ``axis`` with a per-row (per-column) shift: exact in the log domain."""
-    A = xp.abs(xp.asarray(W)).astype(np.float64)
-    m = A.max(axis=axis, keepdims=True)
-    m = xp.where(m > 0, m, 1.0)
-    A /= m
-    power_(xp, A, p)
-    return _log(xp, A.sum(axis=axis)) + p * _log(xp, m.ravel())
-
-
 class LayeredPoint(Point):
     """Adds ``log in``, ``log out`` and the per-batch cross sums the Hessian's coarse space uses."""
 
@@ -177,7 +167,7 @@ class LayeredCosts(CostModel):
         self.problem, self.reg, self.perm = problem, reg, plan.perm
         chunk = _CHUNK.get(xp.__name__, _CHUNK["numpy"])
         offsets = np.concatenate([[0], np.cumsum(plan.sizes)]).astype(int)
-        self.sizes, self.starts = np.diff(offsets), offsets[:-1]
+        self.sizes, self.starts, self.offsets = np.diff(offsets), offsets[:-1], offsets
         self.slices = [slice(int(a), int(b)) for a, b in itertools.pairwise(offsets)]
         self.n, self.n_groups = int(offsets[-1]), len(self.slices)
         self.levels = np.repeat(np.arange(self.n_groups), self.sizes)
@@ -194,14 +184,14 @@ class LayeredCosts(CostModel):
             self.total += int(W.shape[0]) * int(W.shape[1])
             if go is not None and gi is None:
                 idx = xp.asarray(out_idx)
-                self.fin[idx] = xp.logaddexp(self.fin[idx], _log_sums(xp, W, self.p, 1))
+                self.fin[idx] = xp.logaddexp(self.fin[idx], power_sums(xp.asarray(W), self.p, 1))
             elif gi is not None and go is None:
                 idx = xp.asarray(in_idx)
-                self.fout[idx] = xp.logaddexp(self.fout[idx], _log_sums(xp, W, self.p, 0))
+                self.fout[idx] = xp.logaddexp(self.fout[idx], power_sums(xp.asarray(W), self.p, 0))
             elif gi is not None:
                 inner.append((W, gi, go, name, in_idx, out_idx))
             elif W.size:
-                part = float(to_host(lse(_log_sums(xp, W, self.p, 1))))
+                part = float(to_host(lse(power_sums(xp.asarray(W), self.p, 1))))
                 self.log_fixed = float(np.logaddexp(self.log_fixed, part))
         pairs = np.array([(gi, go) for _, gi, go, *_ in inner], dtype=np.int64).reshape(-1, 2)
         adj = sp.csr_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(self.n_groups,) * 2)
@@ -264,14 +254,7 @@ class LayeredCosts(CostModel):
 
     def group_lse(self, v):
         """``log Σ_{k∈g} e^{v_k}`` for every group ``g`` (each shifted by its own maximum)."""
-        xp = self.xp
-        if xp is not np:
-            return xp.stack([lse(v[s]) for s in self.slices])
-        top = np.maximum.reduceat(v, self.starts)
-        safe = np.where(np.isfinite(top), top, 0.0)
-        sums = np.add.reduceat(np.exp(v - np.repeat(safe, self.sizes)), self.starts)
-        with np.errstate(divide="ignore"):
-            return np.where(np.isfinite(top), safe + np.log(sums), top)
+        return segment_logsumexp(v, self.offsets)
 
     def check(self, summary):
         """Host copy of ``summary`` (one round trip), after raising :class:`RangeExceeded` if a

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..backend import array_module, sparse_module, to_host
 from ..graphs import classes_of, colouring, levels, symmetric
-from ..kernels import lse
+from ..kernels import lse, scatter_logsumexp
 from ..model import Problem
 from ..regularizers import Regularizer
 from .base import CostModel, Hessian, Point, RangeExceeded, Sweeper, constant_cost, gap_of, variable_graph
@@ -225,7 +225,7 @@ class SparseCosts(CostModel):
         out = []
         for side in (self.odd_gamma > 0, self.odd_gamma < 0):
             for k in (1, 2):
-                out.append(_scatter_lse(xp, lphi[side] + k * lg[side], self.odd_col[side], self.n))
+                out.append(scatter_logsumexp(lphi[side] + k * lg[side], self.odd_col[side], self.n))
         out.append(lse(lphi))
         return tuple(out)
 
@@ -236,24 +236,6 @@ class SparseCosts(CostModel):
 
     def sweeper(self, z, order: str = "parallel", seed=None) -> SparseSweeps:
         return SparseSweeps(self, z, order, seed)
-
-
-def _scatter_lse(xp, values, target, n: int):
-    """``log Σ exp`` per target on any module (few edges: a global shift per call is exact enough
-    only when the values are close, so shift per target through a max-scatter where available)."""
-    if xp is np:
-        from ..kernels import scatter_logsumexp
-
-        return scatter_logsumexp(values, target, n)
-    top = xp.full(n, -np.inf)
-    import cupyx
-
-    cupyx.scatter_max(top, target, values)
-    safe = xp.where(xp.isfinite(top), top, 0.0)
-    sums = xp.zeros(n)
-    cupyx.scatter_add(sums, target, xp.exp(values - safe[target]))
-    with np.errstate(divide="ignore"):
-        return xp.where(xp.isfinite(top), safe + xp.log(sums), top)
 
 
 class SparseHessian(Hessian):

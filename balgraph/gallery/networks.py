@@ -152,7 +152,7 @@ _ALIASES = {
 
 
 def workload(name: str, seed: int = 0, size: str = "full") -> Problem:
-    """The workload ``name`` of design.md §4 as a :class:`Problem`.
+    """The workload ``name`` of docs/design.md §4 as a :class:`Problem`.
 
     ====  =========================================================  ==========================
     name  full size                                                  ``size="small"``

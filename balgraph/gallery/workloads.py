@@ -1,4 +1,4 @@
-"""The workloads W1–W6 of design.md §4, built straight as :class:`Problem` arrays.
+"""The workloads W1–W6 of docs/design.md §4, built straight as :class:`Problem` arrays.
 
 Weights are Gaussian times a per-layer scale ``exp(U(-2, 2))`` (:func:`layer_scales`), so every
 network starts far from its balanced state. Use :func:`balgraph.gallery.workload` to get them by
@@ -27,7 +27,7 @@ __all__ = [
 
 
 def layer_scales(n_layers: int, rng: np.random.Generator, spread: float = 2.0) -> np.ndarray:
-    """Per-layer weight scales ``exp(U(-spread, spread))``: far from balanced (design.md §4)."""
+    """Per-layer weight scales ``exp(U(-spread, spread))``: far from balanced (docs/design.md §4)."""
     return np.exp(rng.uniform(-spread, spread, size=n_layers))
 
 

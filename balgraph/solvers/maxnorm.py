@@ -44,6 +44,7 @@ import scipy.sparse as sp
 
 from ..costs.base import variable_graph
 from ..graphs import classes_of, colouring, levels, symmetric
+from ..kernels import relative_imbalance
 from ..model import Problem
 from ..regularizers import MaxNorm, Regularizer
 from .base import Method, Monitor, Run, SolverOutput, register
@@ -140,10 +141,7 @@ class MaxBalance(Method):
         monitor = Monitor(run, unit="sweep", total=budget, desc="balgraph max_balance")
 
         def gap() -> float:
-            lin, lout = max_sides(problem, u)
-            with np.errstate(invalid="ignore"):
-                r = np.abs(np.tanh(0.5 * (lin - lout)))
-            return float(np.max(np.where(np.isnan(r), 0.0, r), initial=0.0))
+            return float(np.max(np.abs(relative_imbalance(*max_sides(problem, u))), initial=0.0))
 
         def log_max() -> float:
             return float(np.max(law + G @ u, initial=-np.inf))

@@ -78,7 +78,7 @@ def run_sweeps(state, problem_state, run: Run, method: str, info: dict, fallback
     budget = DEFAULT_SWEEPS if run.max_iter is None else run.max_iter
     model = problem_state
     monitor = Monitor(run, unit="sweep", total=budget, desc=f"balgraph {method}")
-    rmax = float(np.tanh(0.5 * state.gap))
+    rmax = state.worst
     it = 0
     try:
         monitor.record(0, state.log_cost, rmax, model.passes, lambda: model.potentials(state.coordinates()))
@@ -92,7 +92,7 @@ def run_sweeps(state, problem_state, run: Run, method: str, info: dict, fallback
                 state, model = fallback(model.potentials(state.coordinates()))
                 continue
             it += 1
-            rmax = float(np.tanh(0.5 * state.gap))
+            rmax = state.worst
             monitor.record(it, state.log_cost, rmax, model.passes, lambda: model.potentials(state.coordinates()))
     finally:
         monitor.close()
