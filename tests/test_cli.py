@@ -13,7 +13,7 @@ import pytest
 import balgraph
 import balgraph.gallery
 import balgraph.io as bio
-from balgraph.cli import Progress, main
+from balgraph.cli import main
 
 
 def _unit_imbalance(problem, p=2.0):
