@@ -106,14 +106,14 @@ class GraphMLData:
                 f" file: {', '.join(map(repr, names)) or 'none'}): name the attribute that holds"
                 " the weights (weight_attr=...)"
             )
+        if None in column:  # numpy would turn None into NaN
+            raise NetworkError(f"edge {self.edge_label(column.index(None))!r} has no {attr!r} attribute:"
+                               " give every edge a weight")
         try:
             return np.array(column, dtype=np.float64)
         except (TypeError, ValueError):
             pass
         for e, w in enumerate(column):
-            if w is None:
-                raise NetworkError(f"edge {self.edge_label(e)!r} has no {attr!r} attribute: give every"
-                                   " edge a weight")
             try:
                 float(w)
             except (TypeError, ValueError):
