@@ -68,7 +68,17 @@ def _log_abs(problem):
 
 
 def depths(problem) -> tuple[np.ndarray, str]:
-    """``(depth per unit, rule)``: longest path from an input without bias edges, see the module."""
+    """``(depth per unit, rule)``: longest path from an input without bias edges, see the module.
+
+    Examples
+    --------
+    >>> import numpy as np, balgraph
+    >>> pb = balgraph.Problem.from_layers([np.ones((2, 3)), np.ones((2, 2)), np.ones((1, 2))],
+    ...                                   [np.ones(2), np.ones(2), None])
+    >>> depth, rule = depths(pb)
+    >>> sorted({str(x[0]): int(d) for x, d in zip(pb.nodes, depth)}.items())
+    [('0', 0), ('1', 1), ('2', 2), ('3', 3), ('bias', -1)]
+    """
     n = problem.n_nodes
     roles = np.asarray(problem.roles)
     keep = (roles[problem.src] != "bias") & (roles[problem.dst] != "input")

@@ -74,14 +74,9 @@ def _number(kind: str, low: float, strict: bool):
     return parse
 
 
-def _exponent(text: str) -> float:
-    value = _number(float, 0, True)(text)
-    return value
-
-
 def _common(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("network", metavar="NETWORK")
-    sub.add_argument("-p", type=_exponent, default=2.0,
+    sub.add_argument("-p", type=_number(float, 0, True), default=2.0,
                      help="exponent of the L_p cost, > 0, or inf (max-balance; default 2)")
     sub.add_argument("--weight-attr", metavar="NAME", default="weight",
                      help="GraphML/GML edge attribute holding the weights (default: weight)")

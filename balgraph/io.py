@@ -144,7 +144,7 @@ def _check_exists(path) -> None:
 
 def read_network(path: str | os.PathLike, format: str | None = None, *,
                  activation: str | Sequence[str] = "relu",
-                 show_progress: bool | None = False) -> nx.DiGraph | Problem:
+                 show_progress: bool | None = None) -> nx.DiGraph | Problem:
     """Read a network file: a ``networkx.DiGraph`` (GraphML, GML) or a :class:`Problem` (layers).
 
     ``activation`` is the hidden activation of a model file's layer chain (``.pt``, ``.pth``,
@@ -203,7 +203,7 @@ def graph_of(problem: Problem, weight: np.ndarray | None = None) -> nx.DiGraph:
     return g
 
 
-def _write_graph(graph: nx.DiGraph, path, fmt: str, show_progress: bool | None = False) -> None:
+def _write_graph(graph: nx.DiGraph, path, fmt: str, show_progress: bool | None = None) -> None:
     if fmt == "graphml":
         try:
             GraphMLData.from_graph(graph).write(path, show_progress=show_progress)
@@ -230,7 +230,7 @@ def _default_names(n_layers: int) -> tuple[list, list]:
 
 
 def _write_model(path, fmt, mats, biases, like: LayerChain | str | os.PathLike | None,
-                 show_progress=False) -> None:
+                 show_progress=None) -> None:
     if like is not None:
         chain = like if isinstance(like, LayerChain) else read_layer_chain(like)
         chain.write(path, mats, biases, fmt, show_progress=show_progress)
@@ -247,7 +247,7 @@ def _write_model(path, fmt, mats, biases, like: LayerChain | str | os.PathLike |
 def write_network(network, path: str | os.PathLike, format: str | None = None, *,
                   activations: str | Sequence[str] | None = None,
                   like: LayerChain | str | os.PathLike | None = None,
-                  show_progress: bool | None = False) -> None:
+                  show_progress: bool | None = None) -> None:
     """Write a ``DiGraph``, a :class:`Problem` or a :class:`~balgraph.BalanceResult` (balanced weights).
 
     GraphML and GML store labels as strings (two labels with one string, ``1`` and ``"1"``,

@@ -1,6 +1,5 @@
 """The ``balgraph`` command: solve / check / demo, exit codes and one-line errors."""
 
-import io
 import json
 import subprocess
 import sys
