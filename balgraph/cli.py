@@ -139,6 +139,11 @@ def json_safe(obj):
     return obj
 
 
+def _p_json(p: float):
+    """``p`` for JSON: a number, or the string ``"inf"`` (JSON has no Infinity)."""
+    return "inf" if math.isinf(p) else p
+
+
 def _print_json(obj) -> None:
     print(json.dumps(json_safe(obj), allow_nan=False))
 
@@ -231,7 +236,7 @@ def _cmd_solve(args) -> int:
     pb = res.problem
     summary = {
         "network": args.network, "output": out_path if written else None, "written": written,
-        "p": args.p, "method": res.method, "converged": res.converged, "iterations": res.iterations,
+        "p": _p_json(args.p), "method": res.method, "converged": res.converged, "iterations": res.iterations,
         "max_imbalance": res.max_imbalance, "cost_before": res.cost_before, "cost_after": res.cost_after,
         "log_cost_before": res.log_cost_before, "log_cost_after": res.log_cost_after,
         "time": float(res.info.get("time", float("nan"))),
@@ -261,6 +266,7 @@ def _cmd_check(args) -> int:
     nf = _open(args)
     report = check_report(nf.problem, args.p, args.top)
     report["network"] = args.network
+    report["p"] = _p_json(args.p)
     if args.plot:
         _plot(np.asarray(report.pop("_imbalance")), args.plot, args.p)
         report["plot"] = args.plot

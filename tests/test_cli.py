@@ -213,14 +213,15 @@ def test_check_p_inf_is_the_max_balance_gap(files, capsys):
     path = files / "mlp.npz"
     assert main(["check", str(path), "-p", "inf", "--json"]) == 0
     report = _strict_json(capsys.readouterr().out)
+    assert report["p"] == "inf"
     pb = bio.read_network(path)
     assert report["max_imbalance"] == pytest.approx(np.max(_max_gap_by_hand(pb)), rel=1e-12)
     top = report["top"][0]
     k = pb.node_index[next(x for x in pb.nodes if str(x) == top["unit"])]
     assert top["in_cost"] == pytest.approx(np.abs(pb.weight[pb.dst == k]).max())
     out = files / "maxbal.npz"
-    assert main(["solve", str(path), "-p", "inf", "-o", str(out)]) == 0
-    capsys.readouterr()
+    assert main(["solve", str(path), "-p", "inf", "-o", str(out), "--json"]) == 0
+    assert _strict_json(capsys.readouterr().out)["p"] == "inf"
     assert np.max(_max_gap_by_hand(bio.read_network(out))) < 1e-9
     assert main(["check", str(out), "-p", "inf", "--fail-above", "1e-9"]) == 0
 
