@@ -1,10 +1,15 @@
-"""Network files: GraphML and GML (networkx graphs) and ``.npz`` layer matrices (MLPs).
+"""Network files: GraphML, GML, ``.npz`` layer matrices, and model files of layer chains.
 
 - GraphML / GML: a directed graph; node attributes as in :mod:`balgraph.network` (``role``,
-  ``activation``, ``degree``, ``tie``); the edge attribute ``weight`` holds the weight.
+  ``activation``, ``degree``, ``tie``); an edge attribute (``weight`` unless told) holds the
+  weight. GraphML is streamed by expat (:mod:`balgraph.files.graphml`, several times faster than
+  networkx's reader); files using yFiles extensions, nested graphs or ports go to networkx.
 - ``.npz``: an MLP ``x_k = f(W_k x_{k-1} + b_k)``: arrays ``W0, W1, ...`` of shape
   ``(n_out, n_in)``, optional ``b0, b1, ...`` and optional ``activations`` (one string per hidden
   layer, or one for all). Read with ``np.load(allow_pickle=False)``: nothing is ever unpickled.
+- ``.pt`` / ``.pth`` (PyTorch state dicts, ``torch.load(weights_only=True)``) and ``.safetensors``:
+  chains of Linear layers (``0.weight``, ``0.bias``, ``2.weight``, ...; see
+  :mod:`balgraph.files.models`), written back with the same names, shapes and dtypes.
 
 Every read error becomes a :class:`~balgraph.errors.NetworkError` that names the file.
 
@@ -24,62 +29,75 @@ import re
 import xml.etree.ElementTree as ET
 import zipfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
 
 from .errors import NetworkError
-from .model import DenseBlock, Problem, problem_graph
+from .files.graphml import GraphMLData, Unsupported, check_string_labels, read_graphml_data
+from .files.models import LayerChain, read_layer_chain, save_tensors
+from .model import DenseBlock, Problem, compile_network, problem_graph
 
 __all__ = ["FORMATS", "detect_format", "read_network", "write_network", "read_layers", "write_layers",
-           "layers_of", "graph_of"]
+           "layers_of", "graph_of", "open_network", "NetworkFile", "read_layer_chain", "LayerChain"]
 
-FORMATS = {".graphml": "graphml", ".gml": "gml", ".npz": "npz"}
+FORMATS = {".graphml": "graphml", ".gml": "gml", ".npz": "npz", ".pt": "torch", ".pth": "torch",
+           ".safetensors": "safetensors"}
+MODEL_FORMATS = ("torch", "safetensors")
 
 
 def detect_format(path: str | os.PathLike, format: str | None = None) -> str:
-    """``"graphml"``, ``"gml"`` or ``"npz"``, from ``format`` or the file's suffix."""
+    """``"graphml"``, ``"gml"``, ``"npz"``, ``"torch"`` or ``"safetensors"``, from ``format`` or the suffix."""
     if format is not None:
         if format not in FORMATS.values():
-            raise NetworkError(f"unknown format {format!r}: use graphml, gml or npz")
+            raise NetworkError(f"unknown format {format!r}: use graphml, gml, npz, torch or safetensors")
         return format
     suffix = os.path.splitext(str(path))[1].lower()
     if suffix not in FORMATS:
         raise NetworkError(
             f"{os.fspath(path)}: cannot tell the file format from {suffix or 'no suffix'!r};"
-            " name it .graphml, .gml or .npz"
+            " name it .graphml, .gml, .npz, .pt, .pth or .safetensors"
         )
     return FORMATS[suffix]
 
 
 def read_layers(path: str | os.PathLike) -> tuple[list, list, list | str]:
     """Read an ``.npz`` MLP: ``(matrices, biases, activations)`` (biases hold None where absent)."""
+    p = os.fspath(path)
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
     except (zipfile.BadZipFile, EOFError) as exc:
-        raise NetworkError(f"{os.fspath(path)}: not a valid .npz file ({exc})") from None
+        raise NetworkError(f"{p}: not a valid .npz file ({exc})") from None
     except ValueError as exc:
-        raise NetworkError(f"{os.fspath(path)}: unreadable .npz (pickled objects are refused): {exc}") from None
+        raise NetworkError(f"{p}: unreadable .npz (pickled objects are refused): {exc}") from None
     n = 0
     while f"W{n}" in arrays:
         n += 1
     unknown = sorted(set(arrays) - {f"W{k}" for k in range(n)} - {f"b{k}" for k in range(n)} - {"activations"})
     if n == 0 or unknown:
         raise NetworkError(
-            f"{os.fspath(path)}: an MLP .npz holds W0, W1, ... (consecutive), optional b0, b1, ... and"
+            f"{p}: an MLP .npz holds W0, W1, ... (consecutive), optional b0, b1, ... and"
             f" 'activations'; found keys {sorted(arrays)}"
         )
+    for name, a in arrays.items():
+        if name == "activations":
+            continue
+        ndim = 2 if name.startswith("W") else 1
+        if a.dtype.kind not in "fiub" or a.ndim != ndim:
+            kind = {"c": "complex", "U": "string", "S": "bytes", "O": "object"}.get(a.dtype.kind, str(a.dtype))
+            raise NetworkError(
+                f"{p}: array {name!r} must be a {ndim}-D array of real numbers, got a {a.ndim}-D"
+                f" {kind} array ({a.dtype}, shape {list(a.shape)})"
+            )
     mats = [arrays[f"W{k}"] for k in range(n)]
-    for k, w in enumerate(mats):
-        if w.ndim != 2 or not np.issubdtype(w.dtype, np.number):
-            raise NetworkError(f"{os.fspath(path)}: W{k} must be a 2-D numeric array, got {w.dtype} {w.shape}")
     biases = [arrays.get(f"b{k}") for k in range(n)]
     acts = arrays.get("activations")
     if acts is None:
         activations: list | str = "relu"
     elif acts.dtype.kind != "U":
-        raise NetworkError(f"{os.fspath(path)}: 'activations' must be an array of strings")
+        raise NetworkError(f"{p}: 'activations' must be an array of strings")
     else:
         activations = str(acts) if acts.ndim == 0 else [str(a) for a in acts.tolist()]
     return mats, biases, activations
@@ -110,14 +128,7 @@ def _as_directed(graph, path) -> nx.DiGraph:
     return graph
 
 
-def read_network(path: str | os.PathLike, format: str | None = None) -> nx.DiGraph | Problem:
-    """Read a network file: a ``networkx.DiGraph`` (GraphML, GML) or a :class:`Problem` (npz)."""
-    fmt = detect_format(path, format)
-    if not os.path.isfile(path):
-        raise NetworkError(f"{os.fspath(path)}: no such file")
-    if fmt == "npz":
-        mats, biases, activations = read_layers(path)
-        return Problem.from_layers(mats, biases, activations=activations)
+def _read_graph_networkx(path, fmt: str) -> nx.DiGraph:
     try:
         graph = nx.read_graphml(path) if fmt == "graphml" else nx.read_gml(path, label="label")
     except (nx.NetworkXError, ET.ParseError, ValueError, KeyError, UnicodeDecodeError) as exc:
@@ -126,27 +137,74 @@ def read_network(path: str | os.PathLike, format: str | None = None) -> nx.DiGra
     return _as_directed(graph, path)
 
 
-def layers_of(problem: Problem, weight: np.ndarray | None = None) -> tuple[list, list]:
-    """The layer matrices and biases of a problem built from layers, at per-edge ``weight``."""
-    pb = problem if weight is None else problem.with_weights(weight)
+def _check_exists(path) -> None:
+    if not os.path.isfile(path):
+        raise NetworkError(f"{os.fspath(path)}: no such file")
+
+
+def read_network(path: str | os.PathLike, format: str | None = None, *,
+                 activation: str | Sequence[str] = "relu",
+                 show_progress: bool | None = None) -> nx.DiGraph | Problem:
+    """Read a network file: a ``networkx.DiGraph`` (GraphML, GML) or a :class:`Problem` (layers).
+
+    ``activation`` is the hidden activation of a model file's layer chain (``.pt``, ``.pth``,
+    ``.safetensors``); ``.npz`` files name their own. GraphML is read by the streaming reader
+    into the graph that ``networkx.read_graphml`` returns.
+    """
+    fmt = detect_format(path, format)
+    _check_exists(path)
+    if fmt == "npz":
+        mats, biases, activations = read_layers(path)
+        return Problem.from_layers(mats, biases, activations=activations)
+    if fmt in MODEL_FORMATS:
+        return read_layer_chain(path, fmt, show_progress=show_progress).problem(activation)
+    if fmt == "graphml":
+        try:
+            return read_graphml_data(path, show_progress=show_progress).to_networkx()
+        except Unsupported:
+            pass
+    return _read_graph_networkx(path, fmt)
+
+
+def layers_of(network, weight: np.ndarray | None = None) -> tuple[list, list]:
+    """The layer matrices and biases of a network built from layers: a :class:`Problem` (at
+    per-edge ``weight``, default its own) or a :class:`~balgraph.BalanceResult` (balanced)."""
+    from .result import BalanceResult
+
+    if isinstance(network, BalanceResult):
+        if not network.problem.dense:
+            raise NetworkError("this network is a general graph, not layer matrices: write it as .graphml or .gml")
+        return network.layer_weights(), network.layer_biases()
+    pb = network if weight is None else network.with_weights(weight)
+    if not pb.dense:
+        raise NetworkError("this network is a general graph, not layer matrices: write it as .graphml or .gml")
     mats, bias_of = [], {}
     for b in pb.blocks:
-        if not isinstance(b, DenseBlock):
-            raise NetworkError("this network is a general graph, not layer matrices: write it as .graphml or .gml")
         if b.in_units.size == 1 and pb.roles[int(b.in_units[0])] == "bias":
-            bias_of[int(b.out_units[0])] = np.asarray(b.weight, dtype=np.float64).reshape(-1)
+            bias_of[int(b.out_units[0])] = np.asarray(b.weight).reshape(-1)
         else:
             mats.append(b)
-    if not mats:
-        raise NetworkError("this network is a general graph, not layer matrices: write it as .graphml or .gml")
-    biases = [bias_of.get(int(b.out_units[0])) for b in mats]
-    return [np.asarray(b.weight, dtype=np.float64) for b in mats], biases
+    return [np.asarray(b.weight) for b in mats], [bias_of.get(int(b.out_units[0])) for b in mats]
 
 
 def graph_of(problem: Problem, weight: np.ndarray | None = None) -> nx.DiGraph:
     """A DiGraph of a problem with string labels (``role``, ``activation``, ``degree``, ``tie``)."""
+    labels = check_string_labels(problem.nodes)
     g = problem_graph(problem, weight)
-    return nx.relabel_nodes(g, {label: str(label) for label in g.nodes})
+    return nx.relabel_nodes(g, dict(zip(problem.nodes, labels)))
+
+
+def _write_graph(graph: nx.DiGraph, path, fmt: str, show_progress: bool | None = None) -> None:
+    if fmt == "graphml":
+        try:
+            GraphMLData.from_graph(graph).write(path, show_progress=show_progress)
+            return
+        except Unsupported:
+            graph = _clean_for_file(graph)
+            nx.write_graphml(graph, path)
+            return
+    check_string_labels(graph.nodes)
+    nx.write_gml(_clean_for_file(graph), path, stringizer=str)
 
 
 def _clean_for_file(graph: nx.DiGraph) -> nx.DiGraph:
@@ -158,37 +216,151 @@ def _clean_for_file(graph: nx.DiGraph) -> nx.DiGraph:
     return out
 
 
+def _default_names(n_layers: int) -> tuple[list, list]:
+    return [f"{k}.weight" for k in range(n_layers)], [f"{k}.bias" for k in range(n_layers)]
+
+
+def _write_model(path, fmt, mats, biases, like: LayerChain | str | os.PathLike | None,
+                 show_progress=None) -> None:
+    if like is not None:
+        chain = like if isinstance(like, LayerChain) else read_layer_chain(like)
+        chain.write(path, mats, biases, fmt, show_progress=show_progress)
+        return
+    w_names, b_names = _default_names(len(mats))
+    tensors = {}
+    for k, (w, b) in enumerate(zip(mats, biases)):
+        tensors[w_names[k]] = np.asarray(w, dtype=np.float64)
+        if b is not None:
+            tensors[b_names[k]] = np.asarray(b, dtype=np.float64)
+    save_tensors(tensors, path, fmt)
+
+
 def write_network(network, path: str | os.PathLike, format: str | None = None, *,
-                  activations: str | Sequence[str] | None = None) -> None:
+                  activations: str | Sequence[str] | None = None,
+                  like: LayerChain | str | os.PathLike | None = None,
+                  show_progress: bool | None = None) -> None:
     """Write a ``DiGraph``, a :class:`Problem` or a :class:`~balgraph.BalanceResult` (balanced weights).
 
-    GraphML and GML store labels as strings; ``.npz`` needs a network built from layers, and
-    writes ``activations`` (default: ``"relu"`` for free hidden layers, ``"opaque"`` for fixed ones).
+    GraphML and GML store labels as strings (two labels with one string, ``1`` and ``"1"``,
+    are refused); ``.npz`` and model files need a network built from layers. ``.npz`` writes
+    ``activations`` (default: ``"relu"`` for free hidden layers, ``"opaque"`` for fixed ones).
+    Model files take their tensor names and dtypes from ``like`` (a model file or
+    :class:`LayerChain` of the same chain); without it they are ``0.weight, 0.bias, 1.weight, ...``
+    in float64.
     """
     from .result import BalanceResult
 
     fmt = detect_format(path, format)
     if isinstance(network, BalanceResult):
-        problem, weight = network.problem, network.weight_array
+        problem = network.problem
         graph = network.to_graph() if network.problem.source is not None else None
     elif isinstance(network, Problem):
-        problem, weight, graph = network, network.weight, None
+        problem, graph = network, None
     elif isinstance(network, nx.DiGraph):
-        problem, weight, graph = None, None, network
+        problem, graph = None, network
     else:
         raise NetworkError(f"cannot write a {type(network).__name__}: give a DiGraph, Problem or BalanceResult")
-    if fmt == "npz":
+    if fmt == "npz" or fmt in MODEL_FORMATS:
         if problem is None or not problem.dense:
-            raise NetworkError("only networks read from .npz layer matrices can be written as .npz;"
+            raise NetworkError(f"only networks built from layer matrices can be written as {fmt};"
                                " write a general graph as .graphml or .gml")
-        mats, biases = layers_of(problem, weight)
-        hidden = [b for b in problem.blocks if b.in_units.size > 1 or problem.roles[int(b.in_units[0])] != "bias"][:-1]
-        if activations is None and hidden:
-            activations = ["opaque" if problem.fixed[int(b.out_units[0])] else "relu" for b in hidden]
+        mats, biases = layers_of(network)
+        if fmt in MODEL_FORMATS:
+            _write_model(path, fmt, mats, biases, like, show_progress)
+            return
+        if activations is None and len(mats) > 1:
+            hidden = [b for b in problem.blocks if not (b.in_units.size == 1 and problem.roles[int(b.in_units[0])] == "bias")]
+            activations = ["opaque" if problem.fixed[int(b.out_units[0])] else "relu" for b in hidden[:-1]]
         write_layers(path, mats, biases, activations)
         return
-    graph = _clean_for_file(graph if graph is not None else graph_of(problem, weight))
+    if graph is None:
+        weight = network.weight_array if isinstance(network, BalanceResult) else None
+        graph = graph_of(problem, weight)
+    _write_graph(graph, path, fmt, show_progress)
+
+
+@dataclass
+class NetworkFile:
+    """A network read from a file, with what is needed to write balanced weights in its own form.
+
+    ``problem`` is what :func:`balgraph.solve` takes; :meth:`write` writes new weights (one per
+    edge of ``problem``) keeping everything else of the source: GraphML/GML node and edge
+    attributes, ``.npz`` activations, model-file tensor names and dtypes.
+    """
+
+    path: str
+    format: str
+    problem: Problem
+    source: object = None
+    weight_attr: str = "weight"
+    activations: object = None
+
+    def write(self, weights, path: str | os.PathLike, format: str | None = None, *,
+              show_progress: bool | None = None) -> None:
+        """Write the network with new weights to ``path`` (its suffix picks the format).
+
+        ``weights`` is a :class:`~balgraph.BalanceResult` of ``problem`` (layer files are then
+        written from its balanced matrices, never as one per-edge array) or per-edge weights.
+        """
+        from .result import BalanceResult
+
+        fmt = detect_format(path, format)
+        per_edge = weights.weight_array if isinstance(weights, BalanceResult) else np.asarray(weights, dtype=np.float64)
+        if fmt in ("graphml", "gml"):
+            if fmt == "graphml" and isinstance(self.source, GraphMLData):
+                self.source.with_weights(per_edge, self.weight_attr).write(path, show_progress=show_progress)
+            else:
+                _write_graph(self._graph(per_edge), path, fmt, show_progress)
+            return
+        if not self.problem.dense:
+            raise NetworkError(f"only networks built from layer matrices can be written as {fmt};"
+                               " write a general graph as .graphml or .gml")
+        mats, biases = layers_of(weights) if isinstance(weights, BalanceResult) else layers_of(self.problem, per_edge)
+        if fmt in MODEL_FORMATS and isinstance(self.source, LayerChain):
+            self.source.write(path, mats, biases, fmt, show_progress=show_progress)
+        elif fmt == "npz":
+            write_layers(path, mats, biases, self.activations)
+        else:
+            _write_model(path, fmt, mats, biases, None, show_progress)
+
+    def _graph(self, weight: np.ndarray) -> nx.DiGraph:
+        if isinstance(self.source, GraphMLData):
+            return self.source.with_weights(weight, self.weight_attr).to_networkx()
+        if isinstance(self.source, nx.DiGraph):
+            out = self.source.copy()
+            nodes, attr = self.problem.nodes, self.weight_attr
+            for j, i, w in zip(self.problem.src.tolist(), self.problem.dst.tolist(), weight.tolist()):
+                out.edges[nodes[j], nodes[i]][attr] = w
+            return out
+        return graph_of(self.problem, weight)
+
+
+def open_network(path: str | os.PathLike, format: str | None = None, *, weight_attr: str = "weight",
+                 activation: str | Sequence[str] = "relu", order: Sequence[str] | None = None,
+                 show_progress: bool | None = None) -> NetworkFile:
+    """Read a network file as a :class:`NetworkFile` (the ``balgraph`` command's path).
+
+    GraphML goes straight from the streaming reader into a :class:`Problem`, without networkx.
+    ``weight_attr`` names the GraphML/GML edge attribute holding the weights; ``activation`` is
+    the hidden activation of a model file's layer chain, ``order`` its module paths in chain
+    order (see :func:`read_layer_chain`).
+    """
+    p = os.fspath(path)
+    fmt = detect_format(path, format)
+    _check_exists(path)
+    if fmt == "npz":
+        mats, biases, activations = read_layers(path)
+        return NetworkFile(p, fmt, Problem.from_layers(mats, biases, activations=activations),
+                           activations=activations)
+    if fmt in MODEL_FORMATS:
+        chain = read_layer_chain(path, fmt, order=order, show_progress=show_progress)
+        return NetworkFile(p, fmt, chain.problem(activation), chain, activations=activation)
     if fmt == "graphml":
-        nx.write_graphml(graph, path)
-    else:
-        nx.write_gml(graph, path, stringizer=str)
+        try:
+            data = read_graphml_data(path, show_progress=show_progress)
+        except Unsupported:
+            pass
+        else:
+            return NetworkFile(p, fmt, data.to_problem(weight_attr), data, weight_attr)
+    graph = _read_graph_networkx(path, fmt)
+    return NetworkFile(p, fmt, compile_network(graph, weight_attr), graph, weight_attr)

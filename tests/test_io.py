@@ -112,3 +112,38 @@ def test_npz_never_unpickles(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(NetworkError, match="no such file"):
         bio.read_network(tmp_path / "nothere.graphml")
+
+
+@pytest.mark.parametrize("suffix", [".graphml", ".gml"])
+def test_labels_with_one_string_are_refused(tmp_path, suffix):
+    g = nx.DiGraph([(1, "h", {"weight": 1.0}), ("h", "1", {"weight": 2.0})])
+    with pytest.raises(NetworkError, match=r"node labels 1 and '1' are both written as '1'"):
+        bio.write_network(g, tmp_path / f"x{suffix}")
+    assert not (tmp_path / f"x{suffix}").exists()
+
+
+def test_graphml_from_problem_and_result(tmp_path):
+    rng = np.random.default_rng(5)
+    pb = balgraph.Problem.from_layers([rng.normal(size=(4, 3)), rng.normal(size=(2, 4))], [rng.normal(size=4), None])
+    res = balgraph.solve(pb)
+    bio.write_network(res, tmp_path / "r.graphml")
+    back = balgraph.compile_network(bio.read_network(tmp_path / "r.graphml"))
+    assert back.n_vars == pb.n_vars
+    assert sorted(back.weight) == sorted(res.weight_array)
+
+
+def test_open_network_writes_across_formats(tmp_path):
+    rng = np.random.default_rng(6)
+    bio.write_layers(tmp_path / "m.npz", [rng.normal(size=(4, 3)), rng.normal(size=(2, 4))],
+                     [rng.normal(size=4), None], "relu")
+    nf = bio.open_network(tmp_path / "m.npz")
+    res = balgraph.solve(nf.problem)
+    for name in ("o.npz", "o.graphml", "o.gml"):
+        nf.write(res.weight_array, tmp_path / name)
+        back = balgraph.api.as_problem(bio.read_network(tmp_path / name))
+        assert sorted(back.weight) == pytest.approx(sorted(res.weight_array), rel=1e-15)
+    g = balgraph.gallery.random_network(2)
+    bio.write_network(g, tmp_path / "g.gml")
+    nf = bio.open_network(tmp_path / "g.gml")
+    with pytest.raises(NetworkError, match="layer matrices"):
+        nf.write(nf.problem.weight, tmp_path / "g.npz")
