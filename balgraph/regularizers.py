@@ -210,7 +210,7 @@ def ElasticNet(l1: float = 1.0, l2: float = 1.0) -> PowerSum:  # noqa: N802
 
 
 class MaxNorm(Regularizer):
-    """``p = ∞``: max-balancing, the fixed point of cross-layer equalization.
+    """``p = ∞``: max-balancing, the fixed point of absmax cross-layer equalization (AIMET, Brevitas).
 
     Balance means ``max_IN |w| = max_OUT |w|`` for every free unit (the ``p → ∞`` limit of eq.
     5.8); :mod:`balgraph.solvers.maxnorm` solves it. ``range="absmax"`` measures a channel by

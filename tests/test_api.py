@@ -111,3 +111,59 @@ def test_zero_weights_stay_zero():
     g.add_edge("h", "h", weight=0.0)
     res = balgraph.solve(g)
     assert res.weights[("x", "y")] == 0.0 and res.weights[("h", "h")] == 0.0
+
+
+# ---------------------------------------------------------------- the conventions users bring
+def test_networkx_weight_keyword_and_scipy_maxiter():
+    g = chain()
+    nx.set_edge_attributes(g, {e: 2.0 * w for e, w in nx.get_edge_attributes(g, "weight").items()}, "w")
+    a = balgraph.solve(g, weight="w")
+    b = balgraph.solve(g, weights="w")
+    assert a.weights == b.weights and a.to_graph().edges["x", "h"]["w"] == a.weights[("x", "h")]
+    with pytest.raises(OptionError, match="not both"):
+        balgraph.solve(g, weights="w", weight="w")
+    with pytest.warns(balgraph.ConvergenceWarning):
+        c = balgraph.solve(random_network(3, kind="recurrent"), method="cyclic", maxiter=2)
+    assert c.nit == 2 and c.status == 1 and not c.success
+
+
+def test_result_reads_like_scipy_optimize_result():
+    from scipy.optimize import OptimizeResult
+
+    res = balgraph.solve(chain())
+    assert res.success is res.converged is True and res.status == 0 and isinstance(res.message, str)
+    assert res.fun == res.cost_after == pytest.approx(8.0) and res.nit == res.iterations
+    np.testing.assert_array_equal(res.x, res.potentials)
+    assert set(res) >= {"x", "fun", "success", "status", "message", "nit"} and res["fun"] == res.fun
+    assert dict(res)["nit"] == res.nit and len(res) == len(list(res))
+    opt = res.to_optimize_result()
+    assert isinstance(opt, OptimizeResult) and opt.fun == res.fun and opt.x is res.x
+
+
+def test_scipy_callback_sees_every_iteration_and_can_stop():
+    seen = []
+
+    def stop_after_two(intermediate_result):
+        seen.append((intermediate_result.nit, intermediate_result.max_imbalance, intermediate_result.fun))
+        if intermediate_result.nit == 2:
+            raise StopIteration
+
+    with pytest.warns(balgraph.ConvergenceWarning):
+        res = balgraph.solve(random_network(3, kind="recurrent"), method="cyclic", callback=stop_after_two)
+    assert [k for k, *_ in seen] == [0, 1, 2] and res.status == 4 and res.nit == 2
+    assert seen[-1][1] == pytest.approx(res.max_imbalance, rel=1e-6)
+    with pytest.raises(OptionError, match="callable"):
+        balgraph.solve(chain(), callback="print")
+
+
+def test_methods_lists_every_method_and_unknown_options_are_refused_by_name():
+    listed = balgraph.methods()
+    assert {"newton", "parallel", "alternating", "stochastic", "random_sweep", "cyclic", "max_balance",
+            "cvxpy", "cvxpy_dgp"} <= set(listed)
+    assert listed["newton"]["options"]["warmup"] == 10
+    with pytest.raises(OptionError, match=r"no option 'warmpu'.*warmup"):
+        balgraph.solve(chain(), warmpu=3)
+    with pytest.raises(OptionError, match="no option 'warmup'.*none"):
+        balgraph.solve(chain(), method="cyclic", warmup=3)
+    with pytest.raises(OptionError, match="device"):
+        balgraph.solve(chain(), device="tpu")

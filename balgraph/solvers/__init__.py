@@ -9,7 +9,7 @@ method                what
 ``stochastic``        a random unit per step (Section 8.1)
 ``random_sweep``      every unit once per sweep, random order
 ``cyclic``            every unit once per sweep, fixed order
-``max_balance``       ``p = inf``: max-balancing, CLE's fixed point (default for ``p = inf``)
+``max_balance``       ``p = inf``: max-balancing, absmax CLE's fixed point (default for ``p = inf``)
 ``cvxpy``             the paper's exponential-cone program (cross-check, small graphs)
 ``cvxpy_dgp``         the geometric program in cvxpy's DGP mode (cross-check, small graphs)
 ====================  =====================================================================

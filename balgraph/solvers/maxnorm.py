@@ -5,10 +5,12 @@ taking ``p``-th roots, the **max-balance** condition
 
     max_{e ∈ IN(i)} |w_e|  =  max_{e ∈ OUT(i)} |w_e|        for every free unit (or tie group) i,
 
-self-loops and edges inside a tie group left out (no rescaling moves them). This is what
-cross-layer equalization computes on a pair of layers (``s_i = sqrt(r1_i / r2_i)`` with
-``r1_i = max_j |W1[i, j]|``, ``r2_i = max_k |W2[k, i]|``), and what its iteration over the pairs of
-a chain converges to; it is also max-balancing in the sense of Schneider & Schneider (1991) on
+self-loops and edges inside a tie group left out (no rescaling moves them). This is the
+*absmax* form of cross-layer equalization, AIMET's and Brevitas': on a pair of layers
+``s_i = sqrt(r1_i / r2_i)`` with ``r1_i = max_j |W1[i, j]|``, ``r2_i = max_k |W2[k, i]|``, and its
+iteration over the pairs of a chain converges here. It is *not* torch.ao's ``_equalize``, which
+measures a channel by its range ``max − min`` (20–45 % different weights on generic layers).
+It is also max-balancing in the sense of Schneider & Schneider (1991) on
 the graph whose fixed units are merged into one node. Every max-balanced state has the
 smallest possible largest weight ``min_u max_e |w_e| e^{(G u)_e}`` (a linear program in ``u``):
 follow an edge of largest weight forwards and backwards through units whose in- and out-maxima
@@ -114,7 +116,7 @@ class MaxBalance(Method):
     """Max-balancing (p = ∞): every free unit's largest incoming and outgoing |w| made equal."""
 
     name = "max_balance"
-    summary = "p=inf: max-balancing, the fixed point of cross-layer equalization (the default for p=inf)"
+    summary = "p=inf: max-balancing, the fixed point of absmax cross-layer equalization (default for p=inf)"
 
     def supports(self, problem: Problem, reg: Regularizer) -> str | None:
         if not isinstance(reg, MaxNorm):
