@@ -20,7 +20,7 @@ from .evaluate import evaluate, imbalance
 from .model import Problem, WeightSpec, as_problem, ensure_finite_optimum
 from .regularizers import MaxNorm, Regularizer, as_regularizer
 from .result import BalanceResult
-from .solvers import REGISTRY, Run, get_method, methods
+from .solvers import REGISTRY, Run, SolverOutput, get_method, methods
 
 __all__ = ["solve", "imbalance", "methods", "ACCEPT"]
 
@@ -141,7 +141,10 @@ def solve(
     active = None if isinstance(reg, MaxNorm) else reg.active(problem.n_edges)
     solvable = ensure_finite_optimum(problem, unreachable, active=None if active is None or active.all() else active)
     start = time.perf_counter()
-    out = m.solve(solvable, reg, run, opts)
+    if solvable.n_vars:
+        out = m.solve(solvable, reg, run, opts)
+    else:  # no hidden unit can be scaled: the network is its own (trivially) balanced state
+        out = SolverOutput(np.zeros(0), 0, "nothing to balance: the network has no free hidden unit", None, {})
     elapsed = time.perf_counter() - start
     u = np.asarray(out.u, dtype=np.float64)
     if u.shape != (solvable.n_vars,) or not np.all(np.isfinite(u)):

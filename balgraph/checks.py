@@ -17,8 +17,14 @@ import numpy as np
 from .backend import module_of, to_host
 from .errors import NetworkError, OptionError, name_some
 
-__all__ = ["positive_number", "check_p", "check_tol", "check_count", "check_seed", "check_choice",
+__all__ = ["shown", "positive_number", "check_p", "check_tol", "check_count", "check_seed", "check_choice",
            "real_weights", "check_length", "check_indices", "check_labels"]
+
+
+def shown(value, limit: int = 40) -> str:
+    """``repr(value)``, shortened for messages (a 400-digit integer is not worth printing)."""
+    text = repr(value.item() if isinstance(value, np.generic) else value)
+    return text if len(text) <= limit else f"{text[:limit // 2]}…{text[-8:]} ({len(text)} characters)"
 
 
 def _is_real_number(value) -> bool:
@@ -95,8 +101,12 @@ def real_weights(values, what: str, describe: Callable[[int], str] | None = None
         arr = _as_float_array(values, what, describe)
     kind = arr.dtype.kind
     if kind == "c":
-        raise NetworkError(f"{what} are complex ({arr.dtype}): balancing needs real weights; pass the"
-                           " real part (W.real) only if the imaginary part is truly zero")
+        xp = module_of(arr)
+        flat = int(to_host(xp.argmax(xp.imag(arr).ravel() != 0)))
+        where = describe(flat) if describe is not None else f"entry {np.unravel_index(flat, arr.shape)}"
+        value = to_host(arr.ravel()[flat:flat + 1])[0]
+        raise NetworkError(f"{what}: weight {shown(value)} at {where} is complex ({arr.dtype}): balancing needs real"
+                           " weights; pass the real part (W.real) only if the imaginary part is truly zero")
     if kind in "biu":
         arr = arr.astype(np.float64)
     elif kind != "f":
@@ -111,7 +121,7 @@ def real_weights(values, what: str, describe: Callable[[int], str] | None = None
         where = describe(flat) if describe is not None else f"entry {index}"
         bad = int(to_host((~finite).sum()))
         value = to_host(arr.ravel()[flat:flat + 1])[0]
-        raise NetworkError(f"{what}: {bad} weight(s) are NaN or infinite, e.g. {value!r} at {where};"
+        raise NetworkError(f"{what}: {bad} weight(s) are NaN or infinite, e.g. {shown(value)} at {where};"
                            " replace them with finite numbers")
     return arr
 
@@ -119,8 +129,13 @@ def real_weights(values, what: str, describe: Callable[[int], str] | None = None
 def _as_float_array(values, what, describe) -> np.ndarray:
     try:
         arr = np.asarray(values)
-    except (TypeError, ValueError) as exc:
-        raise NetworkError(f"{what} must be an array of real numbers ({exc})") from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        if "inhomogeneous" in str(exc):
+            raise NetworkError(f"{what} is ragged (rows of different lengths): give a rectangular array") from None
+        try:
+            arr = np.asarray(values, dtype=object)
+        except (TypeError, ValueError):
+            raise NetworkError(f"{what} must be an array of real numbers ({exc})") from None
     if arr.dtype.kind == "c":
         return arr
     try:
@@ -131,13 +146,16 @@ def _as_float_array(values, what, describe) -> np.ndarray:
     for k, value in enumerate(flat.tolist()):
         try:
             complex_value = complex(value)
+        except OverflowError:
+            raise NetworkError(f"{what}: weight {shown(value)} at {describe(k) if describe is not None else f'entry {k}'}"
+                               " is beyond float64's range (about 1.8e308): rescale the network first") from None
         except (TypeError, ValueError):
             complex_value = None
         where = describe(k) if describe is not None else f"entry {k}"
         if complex_value is None or isinstance(value, (str, bytes)):
-            raise NetworkError(f"{what}: weight {value!r} at {where} is not a number: give real numbers")
+            raise NetworkError(f"{what}: weight {shown(value)} at {where} is not a number: give real numbers")
         if complex_value.imag != 0:
-            raise NetworkError(f"{what}: weight {value!r} at {where} is complex: balancing needs real weights")
+            raise NetworkError(f"{what}: weight {shown(value)} at {where} is complex: balancing needs real weights")
         try:
             float(value)
         except OverflowError:

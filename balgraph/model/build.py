@@ -73,7 +73,7 @@ def problem_from_arrays(cls, src, dst, weight, *, nodes=None, n_nodes=None, role
 
 def _matrix(W, what: str):
     if not (hasattr(W, "shape") and hasattr(W, "dtype")):
-        W = np.asarray(W)
+        W = real_weights(W, what)
     if W.ndim != 2:
         raise NetworkError(f"{what} must be a 2-D matrix (n_out, n_in), got shape {tuple(W.shape)}")
     return real_weights(W, what, lambda k: f"[{k // max(int(W.shape[1]), 1)}, {k % max(int(W.shape[1]), 1)}]")

@@ -97,7 +97,7 @@ def _values(raw: list, edges: list, what: str) -> np.ndarray:
         arr = np.array(raw)
     except (ValueError, TypeError, OverflowError):
         arr = np.array(raw, dtype=object)
-    return np.asarray(real_weights(arr, f"the {what}", lambda e: f"edge {edges[e]!r}"), dtype=np.float64)
+    return np.asarray(real_weights(arr, f"the {what}s", lambda e: f"edge {edges[e]!r}"), dtype=np.float64)
 
 
 def compile_network(graph: nx.DiGraph, weights: WeightSpec = "weight", *, coefficients: Mapping | None = None,

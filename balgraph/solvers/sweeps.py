@@ -39,7 +39,7 @@ from ..model import Problem
 from ..regularizers import MaxNorm, Regularizer
 from .base import Method, Monitor, Run, SolverOutput, register
 
-__all__ = ["SweepOptions", "run_sweeps", "budget_message", "DEFAULT_SWEEPS"]
+__all__ = ["SweepOptions", "run_sweeps", "budget_message", "sweeps_needed", "DEFAULT_SWEEPS"]
 
 DEFAULT_SWEEPS = 10_000
 
@@ -55,16 +55,23 @@ class SweepOptions:
         check_choice(self.model, "model", (None, "layered", "sparse", "log-domain"))
 
 
-def budget_message(history: dict, tol: float, budget: int) -> str:
-    """How far a run got, and how many more sweeps its recent rate would need to reach ``tol``."""
+def sweeps_needed(history: dict, tol: float) -> float:
+    """More sweeps the recent linear rate (over the last half of the run) needs to reach ``tol``."""
     r = history["max_imbalance"]
-    now = r[-1]
-    text = f"stopped after {budget} sweeps (the default budget) at max relative imbalance {now:.3g}"
     k = max(1, len(r) // 2)
-    if len(r) > 10 and 0 < now < r[-k]:
-        rate = (now / r[-k]) ** (1.0 / (len(r) - k))
-        more = np.log(tol / now) / np.log(rate)
-        text += f"; at the current rate about {more:.3g} more sweeps would reach tol={tol:g}"
+    if len(r) <= 10 or not 0 < r[-1] < r[-k]:
+        return np.inf
+    rate = (r[-1] / r[-k]) ** (1.0 / (k - 1 if k > 1 else 1))
+    return float(np.log(tol / r[-1]) / np.log(rate)) if r[-1] > tol else 0.0
+
+
+def budget_message(history: dict, tol: float, sweeps: int) -> str:
+    """How far a run got, and how many more sweeps its recent rate would need to reach ``tol``."""
+    now = history["max_imbalance"][-1]
+    text = f"stopped after {sweeps} sweeps (the default budget is {DEFAULT_SWEEPS}) at max relative imbalance {now:.3g}"
+    more = sweeps_needed(history, tol)
+    text += (f"; at the current rate about {more:.3g} more sweeps would reach tol={tol:g}" if np.isfinite(more)
+             else "; the imbalance has stopped falling")
     return text + ": pass max_iter to go on, or use method='newton' (exact, fast)"
 
 
@@ -94,6 +101,10 @@ def run_sweeps(state, problem_state, run: Run, method: str, info: dict, fallback
             it += 1
             rmax = state.worst
             monitor.record(it, state.log_cost, rmax, model.passes, lambda: model.potentials(state.coordinates()))
+            # Without max_iter, a run the default budget cannot finish stops early and says so.
+            if run.max_iter is None and it >= 500 and it % 100 == 0 and rmax > run.tol \
+                    and sweeps_needed(monitor.history, run.tol) > 4 * (budget - it):
+                break
     finally:
         monitor.close()
     u = model.potentials(state.coordinates())
@@ -103,7 +114,7 @@ def run_sweeps(state, problem_state, run: Run, method: str, info: dict, fallback
     elif monitor.stopped:
         status, message = "callback", f"stopped by the callback after {it} sweeps"
     elif run.max_iter is None:
-        status, message = "budget", budget_message(monitor.history, run.tol, budget)
+        status, message = "budget", budget_message(monitor.history, run.tol, it)
     else:
         status, message = "max_iter", f"stopped after max_iter={budget} sweeps at max relative imbalance {rmax:.3g}"
     return SolverOutput(u, it, message, monitor.history, info, status)
