@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backend import module_of, to_host
-from .kernels import logsumexp, relative_imbalance, scatter_logsumexp
+from .kernels import abs_extremes, logsumexp, power_products, relative_imbalance, scatter_logsumexp
 from .model import DenseBlock, Problem
 from .regularizers import MaxNorm, Regularizer
 
@@ -55,7 +55,12 @@ class _Sums:
 
 
 def _dense_block(b: DenseBlock, p: float, coef: float, un, problem: Problem, sums: _Sums) -> bool:
-    """Add a layer matrix's sums (L_p, one coefficient); False when it must go edge by edge."""
+    """Add a layer matrix's sums (L_p, one coefficient); False when it must go edge by edge.
+
+    Two reads of the block, by row chunks (no block-sized temporary): its extremes, then
+    ``|W|^p`` times two columns per side, the scaled sums at ``u`` and the plain row (column)
+    sums, which give the cost before and which rows carry weight.
+    """
     xp = module_of(b.weight)
     var = problem.var
     vo, vi = var[b.out_units], var[b.in_units]
@@ -63,21 +68,18 @@ def _dense_block(b: DenseBlock, p: float, coef: float, un, problem: Problem, sum
         return False  # an edge inside one variable: G's entry is 1 − c, summed edge by edge
     x = p * un[b.out_units]
     y = -p * problem.degree[b.in_units] * un[b.in_units]
-    A = xp.abs(xp.asarray(b.weight)).astype(np.float64)
-    top = float(to_host(A.max())) if A.size else 0.0
+    top, amin = abs_extremes(b.weight)
     if top == 0.0:
         return True
-    A /= top
-    mask = A > 0
-    amin = float(to_host(A.min(where=mask, initial=np.inf) if xp is np else xp.where(mask, A, np.inf).min()))
-    if p != 1.0:
-        A **= p
+    if p * np.log(amin / top) < _LOG_TINY + 30.0:  # some |w|^p would underflow here: edge by edge
+        return False
+    amin /= top
     ys, xs = float(y.max()), float(x.max())
-    r_in = to_host(A @ xp.asarray(np.exp(y - ys)))
-    r_out = to_host(xp.asarray(np.exp(x - xs)) @ A)
-    r_before = to_host(A.sum(axis=1))
-    nz_rows, nz_cols = to_host(mask.any(axis=1)), to_host(mask.any(axis=0))
-    del A, mask
+    R, C = power_products(b.weight, p, top, right=xp.asarray(np.stack([np.exp(y - ys), np.ones_like(y)], axis=1)),
+                          left=xp.asarray(np.stack([np.exp(x - xs), np.ones_like(x)])))
+    r_in, r_before = to_host(R).T
+    r_out, c_before = to_host(C)
+    nz_rows, nz_cols = r_before > 0, c_before > 0
     with np.errstate(divide="ignore"):
         l_in, l_out, l_before = np.log(r_in), np.log(r_out), np.log(r_before)
     # A sum that left float64's normal range lost digits (or reads as a dead side): such blocks
@@ -92,7 +94,8 @@ def _dense_block(b: DenseBlock, p: float, coef: float, un, problem: Problem, sum
     _add(sums.log_out, b.in_units, np.log(p) + log_out + np.log(problem.degree[b.in_units]))
     sums.costs_after.append(logsumexp(log_in))
     sums.costs_before.append(logsumexp(a + l_before))
-    # the balanced weights |w| e^{(x_r + y_s)/p} lie between these bounds
+    # the balanced weights |w| e^{(x_r + y_s)/p} lie between these bounds; the exact lowest is
+    # computed only when the bound reaches below float64's normal range
     log_top = np.log(top) + (x.max() + y.max()) / p
     log_low = np.log(top * amin) + (x.min() + y.min()) / p
     if log_top > _LOG_MAX:
@@ -106,7 +109,7 @@ def _dense_block(b: DenseBlock, p: float, coef: float, un, problem: Problem, sum
 def _low_exact(xp, W, x, y, p) -> float:
     """``min log |w'|`` over the nonzero entries of a block (only when the bound says it may underflow)."""
     with np.errstate(divide="ignore"):
-        L = xp.log(xp.abs(xp.asarray(W)).astype(np.float64))
+        L = xp.log(xp.abs(xp.asarray(W)).astype(np.float64, copy=False))
     L += xp.asarray(x / p)[:, None]
     L += xp.asarray(y / p)[None, :]
     return float(to_host(xp.where(xp.isfinite(L), L, np.inf).min()))
@@ -125,31 +128,46 @@ def _add(acc, index, values):
 def _edges(problem: Problem, reg: Regularizer, un, sums: _Sums, start: int, stop: int, block) -> None:
     """Add the edges ``start:stop`` of a block, edge by edge in the log domain."""
     src, dst = block.edge_ends()
-    w = block.host_weights()
-    with np.errstate(divide="ignore"):
-        law = np.log(np.abs(w))
+    if len(problem.blocks) == 1:
+        law = problem.log_abs_weight  # cached on the problem
+    else:
+        with np.errstate(divide="ignore"):
+            law = np.log(np.abs(block.host_weights()))
     c_src = problem.degree[src]
     t = un[dst] - c_src * un[src]
-    sub = reg.restrict(np.arange(start, stop))
-    lphi, l1, _ = sub.edge_terms(law, t)
-    lphi0 = sub.edge_terms(law, np.zeros_like(t))[0]
+    p, coef = reg.power(), reg.uniform_coefficient()
+    if p is not None and coef is not None:  # L_p, one coefficient: the three terms directly
+        lphi0 = p * law + np.log(coef) if coef > 0 else np.full(law.shape, -np.inf)
+        lphi = lphi0 + p * t
+        l1 = lphi + np.log(p)
+    else:
+        sub = reg.restrict(np.arange(start, stop))
+        lphi, l1, _ = sub.edge_terms(law, t)
+        lphi0 = sub.edge_terms(law, np.zeros_like(t))[0]
     sums.costs_after.append(logsumexp(lphi))
     sums.costs_before.append(logsumexp(lphi0))
     var = problem.var
     vi, vj = var[dst], var[src]
     inside = (vi == vj) & (vi >= 0)
-    if inside.any():
+    if not inside.any():
+        sums.log_in = np.logaddexp(sums.log_in, scatter_logsumexp(l1, dst, problem.n_nodes))
+        l1c = l1 if np.all(problem.degree == 1.0) else l1 + np.log(c_src)
+        sums.log_out = np.logaddexp(sums.log_out, scatter_logsumexp(l1c, src, problem.n_nodes))
+    else:
         gamma = 1.0 - c_src[inside]
         lg = np.log(np.abs(np.where(gamma == 0, 1.0, gamma)))
         vals = np.where(gamma == 0, -np.inf, l1[inside] + lg)
         pos, neg = gamma > 0, gamma < 0
         sums.var_in = np.logaddexp(sums.var_in, scatter_logsumexp(vals[pos], vi[inside][pos], problem.n_vars))
         sums.var_out = np.logaddexp(sums.var_out, scatter_logsumexp(vals[neg], vi[inside][neg], problem.n_vars))
-    keep = ~inside
-    sums.log_in = np.logaddexp(sums.log_in, scatter_logsumexp(l1[keep], dst[keep], problem.n_nodes))
-    sums.log_out = np.logaddexp(sums.log_out, scatter_logsumexp(l1[keep] + np.log(c_src[keep]), src[keep], problem.n_nodes))
-    with np.errstate(divide="ignore"):
-        logw = law + t
+        keep = ~inside
+        sums.log_in = np.logaddexp(sums.log_in, scatter_logsumexp(l1[keep], dst[keep], problem.n_nodes))
+        sums.log_out = np.logaddexp(sums.log_out, scatter_logsumexp(l1[keep] + np.log(c_src[keep]), src[keep],
+                                                                    problem.n_nodes))
+    logw = law + t
+    if not (float(logw.max(initial=-np.inf)) > _LOG_MAX or float(np.min(logw, where=np.isfinite(law),
+                                                                        initial=np.inf)) < _LOG_TINY):
+        return
     nzw = np.isfinite(law)
     if np.any(logw[nzw] > _LOG_MAX):
         e = int(np.flatnonzero(nzw & (logw > _LOG_MAX))[0])

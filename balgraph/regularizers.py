@@ -41,6 +41,10 @@ class Regularizer(abc.ABC):
         """Edges whose cost is not identically zero (zero coefficients play no role)."""
         return np.ones(m, dtype=bool)
 
+    def all_active(self) -> bool:
+        """Whether every edge carries cost (no zero coefficient), without a per-edge array."""
+        return True
+
     def power(self) -> float | None:
         """``p`` when every edge costs ``b_e |w_e|^p`` (one power, any coefficients), else None."""
         return None
@@ -169,6 +173,9 @@ class PowerSum(Regularizer):
         terms = np.stack([np.broadcast_to(lb + p * base, base.shape) for p, lb in parts])
         log_p = np.log([p for p, _ in parts])[:, None]
         return tuple(np.logaddexp.reduce(terms + k * log_p, axis=0) for k in range(3))
+
+    def all_active(self) -> bool:
+        return all(isinstance(b, float) and b > 0 for b in self.terms.values())
 
     def active(self, m: int) -> np.ndarray:
         out = np.zeros(m, dtype=bool)

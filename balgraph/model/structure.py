@@ -21,11 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.sparse import csgraph
 
 from ..backend import module_of, to_host
 from ..checks import check_choice
 from ..errors import NoFiniteOptimumError, name_some
 from ..graphs import merged_adjacency, reachable
+from ..kernels import nonzero_rows_cols
 from .problem import Problem
 
 __all__ = ["Diagnosis", "diagnose", "ensure_finite_optimum"]
@@ -71,11 +73,20 @@ def diagnose(problem: Problem, active: np.ndarray | None = None) -> Diagnosis:
     nv = problem.n_vars
     reach = _dense_reach(problem) if (active is None or np.all(active)) else None
     if reach is None:
-        node_of = np.where(problem.fixed, nv, problem.var)
-        keep = problem.weight != 0 if active is None else (problem.weight != 0) & active
-        adj = merged_adjacency(node_of[problem.src[keep]], node_of[problem.dst[keep]], nv + 1)
-        to_ground = reachable(adj.T.tocsr(), nv)[:nv]
-        from_ground = reachable(adj, nv)[:nv]
+        if active is None:
+            adj = problem.variable_graph
+        else:
+            node_of = np.where(problem.fixed, nv, problem.var)
+            keep = (problem.weight != 0) & active
+            adj = merged_adjacency(node_of[problem.src[keep]], node_of[problem.dst[keep]], nv + 1)
+        # Fast path: one strongly-connected-components pass; every variable in the ground's
+        # component is the common case (then nothing else is needed).
+        _, comp = csgraph.connected_components(adj, directed=True, connection="strong")
+        if np.all(comp[:nv] == comp[nv]):
+            to_ground = from_ground = np.ones(nv, dtype=bool)
+        else:
+            to_ground = reachable(adj.T.tocsr(), nv)[:nv]
+            from_ground = reachable(adj, nv)[:nv]
     else:
         to_ground, from_ground = reach
     bad_var = ~(to_ground & from_ground)
@@ -94,16 +105,25 @@ def diagnose(problem: Problem, active: np.ndarray | None = None) -> Diagnosis:
     )
 
 
-def _nonzero_matvec(W, v, transpose: bool):
-    """``(|W| @ v > 0)`` (or ``(v @ |W| > 0)``) for a 0/1 vector ``v``, by row chunks of ``|W|``."""
+def _reach_through(W, reached_in, reached_out, forward: bool):
+    """The units on the far side of a block that a nonzero entry joins to ``reached`` ones.
+
+    Forward: the rows with a nonzero entry in a reached column; backward: the columns with a
+    nonzero entry in a reached row. When every unit on the near side is reached (the common
+    case) that is just "the row (column) has a nonzero", one pass over a 0/1 copy of the block.
+    """
     xp = module_of(W)
+    near = reached_in if forward else reached_out
+    if near.all():
+        return nonzero_rows_cols(W)[0 if forward else 1]
     n_out, n_in = W.shape
     step = max(1, _CHUNK // max(n_in, 1))
-    if not transpose:
-        out = xp.zeros(n_out, dtype=bool)
+    v = xp.asarray(near, dtype=np.float64)
+    if forward:
+        out = np.zeros(n_out, dtype=bool)
         for r in range(0, n_out, step):
-            out[r:r + step] = (xp.abs(W[r:r + step]) @ v) > 0
-        return to_host(out)
+            out[r:r + step] = to_host((xp.abs(W[r:r + step]) @ v) > 0)
+        return out
     acc = xp.zeros(n_in)
     for r in range(0, n_out, step):
         acc += v[r:r + step] @ xp.abs(W[r:r + step])
@@ -130,13 +150,12 @@ def _dense_reach(problem: Problem):
             return None
         made[b.out_units] = True
     from_ground, to_ground = problem.fixed.copy(), problem.fixed.copy()
-    xp = problem.xp
     for k in order:
         b = blocks[k]
-        from_ground[b.out_units] |= _nonzero_matvec(b.weight, xp.asarray(from_ground[b.in_units], dtype=np.float64), False)
+        from_ground[b.out_units] |= _reach_through(b.weight, from_ground[b.in_units], None, True)
     for k in order[::-1]:
         b = blocks[k]
-        to_ground[b.in_units] |= _nonzero_matvec(b.weight, xp.asarray(to_ground[b.out_units], dtype=np.float64), True)
+        to_ground[b.in_units] |= _reach_through(b.weight, None, to_ground[b.out_units], False)
     nv = problem.n_vars
     free = np.flatnonzero(~problem.fixed)
     out = []

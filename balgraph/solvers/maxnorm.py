@@ -44,7 +44,6 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from ..costs.base import variable_graph
 from ..graphs import classes_of, colouring, levels, symmetric
 from ..kernels import relative_imbalance
 from ..model import Problem
@@ -135,7 +134,7 @@ class MaxBalance(Method):
         G, law = _reduced(problem, problem.weight)
         blocks = []
         if nv:
-            adj = variable_graph(problem)
+            adj = problem.variable_graph
             lev, acyclic = levels(adj, ground=nv)
             labels = lev if acyclic else colouring(symmetric(adj[:nv, :nv]), run.seed)
             blocks = [_Block(G, c) for c in classes_of(labels)]
