@@ -15,11 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backend import module_of, to_host
-from .kernels import abs_extremes, logsumexp, power_products, relative_imbalance, scatter_logsumexp
+from .kernels import (abs_extremes, logsumexp, power_products, relative_imbalance, scatter_logsumexp,
+                      segment_log_range)
 from .model import DenseBlock, Problem
 from .regularizers import MaxNorm, Regularizer
 
-__all__ = ["Evaluation", "evaluate", "imbalance"]
+__all__ = ["Evaluation", "evaluate", "imbalance", "max_sides", "channel_mask", "channel_edges"]
 
 # log of the largest float64 and of the smallest normal one: beyond them a weight is inf or
 # loses digits on its way to 0.
@@ -189,7 +190,7 @@ def evaluate(problem: Problem, reg: Regularizer, u: np.ndarray, reference: Probl
     """
     reference = problem if reference is None else reference
     if isinstance(reg, MaxNorm):
-        return _evaluate_max(problem, u, reference)
+        return _evaluate_max(problem, reg, u, reference)
     u = np.asarray(u, dtype=np.float64)
     un = problem.node_potentials(u)
     if problem.share is not None:
@@ -247,26 +248,58 @@ def _evaluate_directions(problem, reg, u, basis, before: float) -> Evaluation:
     return Evaluation(relative_imbalance(lp, ln), before, logsumexp(lphi))
 
 
-def _evaluate_max(problem: Problem, u, reference: Problem) -> Evaluation:
-    G = problem.G.tocsr()
-    w = problem.weight
-    nz = (w != 0) & (np.diff(G.indptr) > 0)
+def channel_mask(problem: Problem, reg: MaxNorm) -> np.ndarray:
+    """The edges that count in a channel's size at ``p = ∞`` (a boolean mask over edges).
+
+    Zero weights and, for ``MaxNorm(biases="exclude")``, edges out of bias units are left out.
+    """
+    keep = problem.weight != 0
+    if reg.biases == "exclude":
+        keep &= ~(np.asarray(problem.roles) == "bias")[problem.src]
+    return keep
+
+
+def channel_edges(problem: Problem, reg: MaxNorm) -> tuple[np.ndarray, np.ndarray]:
+    """The indices of :func:`channel_mask`'s edges and their ``log |w|``."""
+    edges = np.flatnonzero(channel_mask(problem, reg))
     with np.errstate(divide="ignore"):
-        law = np.log(np.abs(w))
-    t = G @ np.asarray(u, dtype=np.float64)
-    csc = G[np.flatnonzero(nz)].tocsc()
-    lw = (law + t)[np.flatnonzero(nz)]
-    col = np.repeat(np.arange(problem.n_vars), np.diff(csc.indptr))
-    sides = []
-    for sign in (1.0, -1.0):
-        keep = csc.data * sign > 0
-        vals = np.full(problem.n_vars, -np.inf)
-        np.maximum.at(vals, col[keep], lw[csc.indices[keep]])
-        sides.append(vals)
-    r = relative_imbalance(*sides)
-    after = float(np.max(np.where(w != 0, law + t, -np.inf), initial=-np.inf))
-    with np.errstate(divide="ignore"):
-        before = float(np.log(np.max(np.abs(reference.weight), initial=0.0)))
+        return edges, np.log(np.abs(problem.weight[edges]))
+
+
+def max_sides(problem: Problem, reg: MaxNorm | None = None, u=None) -> tuple[np.ndarray, np.ndarray]:
+    """Log-size of every free variable's incoming and outgoing channel at potentials ``u``.
+
+    The size is ``max |w|`` or ``max w − min w`` over the side's edges (``reg.range``), weights
+    rescaled by ``u``; ``-inf`` for an empty side. Edges inside one variable, zero weights and,
+    with ``biases="exclude"``, bias edges are left out.
+
+    Examples
+    --------
+    >>> import numpy as np, balgraph
+    >>> pb = balgraph.Problem.from_layers([np.array([[4.0, -5.0]]), np.array([[1.0], [3.0]])])
+    >>> [np.exp(side).round(12).tolist() for side in max_sides(pb)]
+    [[5.0], [3.0]]
+    >>> [np.exp(side).round(12).tolist() for side in max_sides(pb, balgraph.MaxNorm("minmax"))]
+    [[9.0], [2.0]]
+    """
+    reg = MaxNorm() if reg is None else reg
+    edges, law = channel_edges(problem, reg)
+    src, dst = problem.src[edges], problem.dst[edges]
+    if u is not None:
+        law = law + problem.edge_log_scale(u)[edges]
+    positive = problem.weight[edges] > 0
+    sv, dv = problem.var[src], problem.var[dst]
+    moved = sv != dv
+    return tuple(segment_log_range(law[side], positive[side], seg[side], problem.n_vars, reg.range)
+                 for seg, side in ((dv, moved & (dv >= 0)), (sv, moved & (sv >= 0))))
+
+
+def _evaluate_max(problem: Problem, reg: MaxNorm, u, reference: Problem) -> Evaluation:
+    r = relative_imbalance(*max_sides(problem, reg, u))
+    edges, law = channel_edges(problem, reg)
+    after = float(np.max(law + problem.edge_log_scale(u)[edges], initial=-np.inf))
+    _, law_before = channel_edges(reference, reg)
+    before = float(np.max(law_before, initial=-np.inf))
     return Evaluation(r, before, after)
 
 
