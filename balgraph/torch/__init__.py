@@ -29,16 +29,20 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
 
 from ._balance import BalanceEvery, ImbalanceReport, balance_, imbalance_report, to_graph, to_problem
 from ._homeostasis import HiddenLayer, SynapticScaling, hidden_layers, layer_mean_activations, load_balance_report
+from ._maps import LayerMap
 from ._network import TorchNetwork
-from ._trace import LayerMap, UnsupportedOpWarning
+from ._report import UnitReport
+from ._trace import FixedUnitsWarning, UnsupportedOpWarning
 
 __all__ = [
     "BalanceEvery",
+    "FixedUnitsWarning",
     "HiddenLayer",
     "ImbalanceReport",
     "LayerMap",
     "SynapticScaling",
     "TorchNetwork",
+    "UnitReport",
     "UnsupportedOpWarning",
     "balance_",
     "hidden_layers",

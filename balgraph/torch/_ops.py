@@ -1,0 +1,484 @@
+"""Rules for torch functions and tensor methods met while tracing (see ``_trace``).
+
+Each rule maps the unit arrays of an op's inputs to those of its output, tying or fixing
+units when the op requires it. Homogeneous ops (``relu(λx) = λ relu(x)``) pass units through;
+shape ops move them; additions, concatenations of equal channels, reductions and pooling tie
+the units they combine; a product with a value that no rescaling changes passes the other
+factor's units (a sigmoid gate, attention weights times values); other ops fix.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+
+from ._values import PVal, Val, expand, index, normalized, permute, reshape, shifted
+
+PASS_FUNCTIONS = {
+    torch.relu, torch.relu_, F.relu, F.relu_, F.leaky_relu, F.leaky_relu_, F.dropout, F.dropout1d,
+    F.dropout2d, F.dropout3d, torch.abs, torch.neg, operator.neg, operator.pos, operator.abs,
+    torch.clone, torch.detach, torch.nn.functional.hardshrink, torch.nn.functional.softshrink,
+}
+PASS_METHODS = {"relu", "relu_", "abs", "neg", "contiguous", "clone", "detach", "float", "double",
+                "half", "bfloat16", "to", "type_as", "type", "cpu", "cuda", "requires_grad_"}
+POOL_FUNCTIONS = {
+    F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3, F.avg_pool1d: 1, F.avg_pool2d: 2,
+    F.avg_pool3d: 3, F.adaptive_avg_pool1d: 1, F.adaptive_avg_pool2d: 2, F.adaptive_avg_pool3d: 3,
+    F.adaptive_max_pool1d: 1, F.adaptive_max_pool2d: 2, F.adaptive_max_pool3d: 3, F.lp_pool1d: 1,
+    F.lp_pool2d: 2, torch.max_pool1d: 1, torch.max_pool2d: 2, torch.avg_pool1d: 1,
+    F.interpolate: -1, F.upsample: -1, F.upsample_nearest: -1, F.upsample_bilinear: -1,
+}
+RESHAPES = {"view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "view_as",
+            "reshape_as", torch.reshape, torch.flatten, torch.squeeze, torch.unsqueeze, torch.unflatten,
+            torch.ravel, "ravel"}
+EXPANDS = {"expand", "expand_as", "broadcast_to", torch.broadcast_to}
+PERMUTES = {"permute", "transpose", "t", "swapaxes", "swapdims", "movedim", torch.permute,
+            torch.transpose, torch.t, torch.swapaxes, torch.swapdims, torch.movedim}
+SPLITS = {"chunk", "split", "unbind", "tensor_split", torch.chunk, torch.split, torch.unbind,
+          torch.tensor_split}
+ADDS = {operator.add, operator.iadd, torch.add, operator.sub, operator.isub, torch.sub, "add",
+        "add_", "sub", "sub_"}
+MULS = {operator.mul, operator.imul, torch.mul, "mul", "mul_"}
+DIVS = {operator.truediv, operator.itruediv, torch.div, torch.true_divide, "div", "div_"}
+MATMULS = {operator.matmul, torch.matmul, torch.bmm, torch.mm, "matmul", "bmm", "mm"}
+REDUCTIONS = {torch.sum: "sum", torch.mean: "mean", torch.amax: "amax", torch.amin: "amin",
+              torch.max: "max", torch.min: "min", torch.norm: "norm", torch.std: "std",
+              torch.linalg.vector_norm: "norm", torch.nansum: "sum", torch.logsumexp: None}
+NAMES = {
+    F.gelu: "GELU", F.silu: "SiLU", F.mish: "Mish", F.hardswish: "Hardswish",
+    F.hardsigmoid: "Hardsigmoid", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", torch.tanh: "tanh",
+    F.tanh: "tanh", F.softmax: "softmax", torch.softmax: "softmax", F.log_softmax: "softmax",
+    torch.log_softmax: "softmax", F.relu6: "ReLU6", F.hardtanh: "Hardtanh", F.elu: "ELU",
+    F.selu: "SELU", F.celu: "CELU", F.softplus: "Softplus", F.logsigmoid: "sigmoid", F.glu: "GLU",
+    torch.exp: "exp", torch.log: "log", torch.sqrt: "sqrt", torch.rsqrt: "rsqrt", torch.pow: "pow",
+    operator.pow: "pow", torch.square: "pow", torch.reciprocal: "reciprocal", torch.erf: "erf",
+    torch.sin: "sin", torch.cos: "cos", F.normalize: "normalize", torch.var: "variance",
+    torch.clamp: "clamp", torch.clip: "clamp", F.softsign: "Softsign", torch.sign: "sign",
+}
+KNOWN_METHODS = {"gelu": "GELU", "sigmoid": "sigmoid", "tanh": "tanh", "softmax": "softmax",
+                 "log_softmax": "softmax", "exp": "exp", "log": "log", "sqrt": "sqrt",
+                 "rsqrt": "rsqrt", "pow": "pow", "square": "pow", "reciprocal": "reciprocal",
+                 "var": "variance", "clamp": "clamp", "clip": "clamp", "sin": "sin", "cos": "cos",
+                 "erf": "erf", "sign": "sign", "silu": "SiLU"}
+LIKE = {torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like, torch.rand_like,
+        torch.randn_like, torch.randint_like}
+NON_TENSOR = {"size", "dim", "numel", "ndimension", "nelement", "item", "tolist", "stride",
+              "data_ptr", "is_contiguous", "element_size"}
+
+
+def arg(node: fx.Node, pos: int, name: str, default=None):
+    if len(node.args) > pos:
+        return node.args[pos]
+    return node.kwargs.get(name, default)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+class OpRules:
+    """Mixed into the tracing builder: ``call`` handles call_function and call_method nodes."""
+
+    def call(self, node: fx.Node):
+        fn = node.target
+        method = node.op == "call_method"
+        out_shape = self.shape(node)
+        inputs = [self.values.get(a) for a in node.all_input_nodes]
+        if out_shape is None:
+            if fn is operator.getitem and isinstance(self.get(node.args[0]), tuple):
+                return self.get(node.args[0])[node.args[1]]
+            if fn is getattr or (method and fn in NON_TENSOR) or not any(
+                    isinstance(v, (Val, PVal)) and not getattr(v, "const", False) for v in inputs):
+                return None
+            return self.opaque(node, f"op {self.op_name(node)!r} (returns a non-tensor)", True)
+        live = [v for v in _flat(inputs) if isinstance(v, Val) and not v.const]
+        params = [v for v in _flat(inputs) if isinstance(v, PVal)]
+        if not live and not params:
+            return self.merged(f"const:{node.name}", "constant", const=True)
+        if not live:
+            return self.param_op(node)
+        for rule in (self.functional_layer, self.shape_op, self.arith_op, self.misc_op):
+            out = rule(node, fn, method)
+            if out is not NotImplemented:
+                return out
+        name = NAMES.get(fn) if not method else KNOWN_METHODS.get(fn)
+        if name is not None:
+            return self.opaque(node, name)
+        return self.opaque(node, f"op {self.op_name(node)!r}", True)
+
+    @staticmethod
+    def op_name(node: fx.Node) -> str:
+        fn = node.target
+        return fn if isinstance(fn, str) else getattr(fn, "__name__", str(fn))
+
+    # ---------------------------------------------------------------- parameters alone
+    def param_op(self, node: fx.Node):
+        """An op on a parameter alone: a view keeps it a parameter; anything else pins it."""
+        fn, method = node.target, node.op == "call_method"
+        pv = self.get(node.args[0]) if node.args else None
+        in_shape, out_shape = self.shape(node.args[0]) if node.args else None, self.shape(node)
+        if isinstance(pv, PVal) and isinstance(out_shape, tuple):
+            if (method and fn in PASS_METHODS) or fn in (torch.clone, torch.detach):
+                return pv
+            if fn in PERMUTES and pv.idval is None and len(in_shape) == 2:
+                return PVal(pv.ref, None, not pv.t)
+            ids = pv.ids(in_shape)
+            out = None
+            if ids is None:
+                pass
+            elif fn in RESHAPES:
+                out = reshape(ids, in_shape, out_shape)
+            elif fn in EXPANDS:
+                out = shifted(ids, len(out_shape) - len(in_shape))
+            elif fn in PERMUTES:
+                out = permute(ids, self.order(node, in_shape))
+            elif fn is operator.getitem:
+                out = index(ids, in_shape, out_shape, node.args[1])
+            if out is not None:
+                return PVal(pv.ref, out)
+        for v in node.all_input_nodes:
+            self.fix_value(self.values.get(v), "parameter used as a constant")
+        return self.merged(f"const:{node.name}", "constant", const=True)
+
+    # ---------------------------------------------------------------- shape ops
+    def order(self, node: fx.Node, shape: tuple) -> tuple:
+        fn, nd, args = node.target, len(shape), node.args
+        if fn in ("permute", torch.permute):
+            order = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
+            return tuple(order) if order else tuple(arg(node, 1, "dims"))
+        if fn in ("t", torch.t):
+            return tuple(range(nd))[::-1]
+        if fn in ("movedim", torch.movedim):
+            src, dst = arg(node, 1, "source"), arg(node, 2, "destination")
+            src, dst = ([src], [dst]) if isinstance(src, int) else (list(src), list(dst))
+            src, dst = [s % nd for s in src], [d % nd for d in dst]
+            rest = [d for d in range(nd) if d not in src]
+            order = [None] * nd
+            for s, d in zip(src, dst):
+                order[d] = s
+            it = iter(rest)
+            return tuple(o if o is not None else next(it) for o in order)
+        i, j = arg(node, 1, "dim0") % nd, arg(node, 2, "dim1") % nd
+        order = list(range(nd))
+        order[i], order[j] = order[j], order[i]
+        return tuple(order)
+
+    def shape_op(self, node: fx.Node, fn, method: bool):
+        first = self.get(node.args[0]) if node.args else None
+        in_shape, out_shape = self.shape(node.args[0]) if node.args else None, self.shape(node)
+        if fn is operator.getitem and isinstance(first, tuple):
+            return first[node.args[1]]
+        if not isinstance(first, Val):
+            if fn in (torch.cat, torch.concat, torch.concatenate, torch.stack):
+                return self.concat(node)
+            return NotImplemented
+        if (method and fn in PASS_METHODS) or (not method and fn in PASS_FUNCTIONS):
+            return first
+        if fn in RESHAPES:
+            out = reshape(first, in_shape, out_shape)
+            return out if out is not None else self.opaque(node, f"reshape {in_shape} -> {out_shape}", True)
+        if fn in EXPANDS:
+            return shifted(first, len(out_shape) - len(in_shape), lazy_input=first.lazy_input)
+        if fn == "repeat":
+            return self.repeat(node, first, in_shape, out_shape)
+        if fn in PERMUTES:
+            return permute(first, self.order(node, in_shape))
+        if fn is getattr and node.args[1] in ("T", "mT"):
+            order = list(range(len(in_shape)))
+            if node.args[1] == "T":
+                return permute(first, tuple(order[::-1]))
+            order[-2:] = order[-2:][::-1]
+            return permute(first, tuple(order))
+        if fn is operator.getitem:
+            out = index(first, in_shape, out_shape, node.args[1])
+            return out if out is not None else self.opaque(node, "advanced indexing", True)
+        if fn in SPLITS:
+            return self.split(node, first, in_shape)
+        if fn in POOL_FUNCTIONS:
+            k = POOL_FUNCTIONS[fn]
+            spatial = range(2, len(in_shape)) if k < 0 else range(len(in_shape) - k, len(in_shape))
+            return self.collapse(first, in_shape, spatial)
+        if fn is F.pad:
+            mode, value = arg(node, 2, "mode", "constant"), arg(node, 3, "value", None)
+            pad = arg(node, 1, "pad")
+            padded = {len(in_shape) - 1 - k // 2 for k in range(len(pad)) if pad[k]}
+            if (mode != "constant" or not value) and not padded & set(first.dims):
+                return first
+            return self.opaque(node, "padding with a non-zero constant")
+        return NotImplemented
+
+    def repeat(self, node, val: Val, in_shape, out_shape):
+        val = shifted(val, len(out_shape) - len(in_shape))
+        reps = [o // max(1, i) for o, i in zip(out_shape[len(out_shape) - len(in_shape):], in_shape)]
+        reps = [1] * (len(out_shape) - len(in_shape)) + reps
+        if not val.dims:
+            return val
+        units = np.tile(val.units, [reps[d] for d in val.dims])
+        return normalized(units, val.dims, out_shape)
+
+    def split(self, node: fx.Node, val: Val, shape: tuple):
+        fn = node.target
+        dim = arg(node, 1, "dim", 0) if fn in ("unbind", torch.unbind) else arg(node, 2, "dim", 0)
+        dim %= len(shape)
+        pieces, start, out = self.shape(node), 0, []
+        for s in pieces:
+            if fn in ("unbind", torch.unbind):
+                idx = (slice(None),) * dim + (start,)
+                start += 1
+            else:
+                idx = (slice(None),) * dim + (slice(start, start + s[dim]),)
+                start += s[dim]
+            out.append(index(val, shape, s, idx))
+        return tuple(out)
+
+    def concat(self, node: fx.Node):
+        """``cat``/``stack``: units of the pieces side by side along ``dim`` (new dim for stack)."""
+        fn = node.target
+        tensors = list(node.args[0])
+        out_shape = self.shape(node)
+        dim = arg(node, 1, "dim", 0) % len(out_shape)
+        vals = [self.get(t) for t in tensors]
+        stack = fn is torch.stack
+        if any(v is None for v in vals):
+            return self.opaque(node, "concatenating non-tensors", True)
+        pieces, live = [], []
+        for t, v in zip(tensors, vals):
+            s = self.shape(t)
+            if stack:
+                s = s[:dim] + (1,) + s[dim:]
+                v = v if not isinstance(v, Val) else Val(v.units, tuple(d + (d >= dim) for d in v.dims), v.const)
+            pieces.append((v, s))
+            live.append(isinstance(v, Val) and not v.const)
+        if not any(live):
+            return self.merged(f"const:{node.name}", "constant", const=True)
+        ref = next(v for (v, _), ok in zip(pieces, live) if ok)
+        dims = sorted(set().union(*(v.dims for v, _ in pieces if isinstance(v, Val))) | {dim})
+        parts = []
+        for (v, s), ok in zip(pieces, live):
+            if isinstance(v, PVal):
+                # a parameter block (a class token) concatenated along a non-channel dimension:
+                # its entries are biases of the units the other pieces carry at the same channels
+                ids = v.ids(s)
+                if v.ref.is_parameter and ids is not None and dim not in ids.dims and dim not in ref.dims:
+                    v = self.attach_bias(Val(ref.units, ref.dims), PVal(v.ref, ids), s, in_shape=s)
+                else:
+                    self.pin(v.ref, "a parameter concatenated along channels")
+                    v = self.merged(f"const:{node.name}", "constant", const=True)
+            parts.append(expand(v, s, tuple(dims)))
+        units = np.concatenate(parts, axis=dims.index(dim))
+        return normalized(units, tuple(dims), out_shape)
+
+    # ---------------------------------------------------------------- arithmetic
+    def arith_op(self, node: fx.Node, fn, method: bool):
+        if fn in ADDS and len(node.args) == 2:
+            return self.add(node)
+        if fn in MULS and len(node.args) == 2:
+            return self.mul(node, *node.args)
+        if fn in DIVS and len(node.args) == 2 and "rounding_mode" not in node.kwargs:
+            a, b = node.args
+            if self.scalar(b) and not (_is_number(b) and b == 0):
+                return self.get(a) if isinstance(self.get(a), Val) else NotImplemented
+            vb = self.get(b)
+            if isinstance(self.get(a), Val) and isinstance(vb, Val) and self.known_fixed(vb.units):
+                return self.aligned(node, a)
+            if isinstance(self.get(a), Val) and isinstance(vb, PVal):
+                self.pin(vb.ref, "divisor")
+                return self.aligned(node, a)
+            return self.opaque(node, "division by a rescaled value")
+        if fn in MATMULS:
+            return self.matmul(node)
+        return NotImplemented
+
+    def scalar(self, x) -> bool:
+        """A Python number, or a number computed from shapes while tracing (``1 / sqrt(C)``)."""
+        return _is_number(x) or (isinstance(x, fx.Node) and self.shape(x) is None
+                                 and x not in self.values)
+
+    def aligned(self, node: fx.Node, a) -> Val:
+        """The units of input ``a`` broadcast to the output shape of ``node``."""
+        va, sa, out = self.get(a), self.shape(a), self.shape(node)
+        va = shifted(va, len(out) - len(sa))
+        return Val(va.units, va.dims, va.const)
+
+    def add(self, node: fx.Node):
+        a, b = node.args
+        out = self.shape(node)
+        va, vb = self.get(a), self.get(b)
+        if not isinstance(va, (Val, PVal)):
+            a, b, va, vb = b, a, vb, va
+        if vb is None:
+            if _is_number(b) and b == 0:
+                return self.aligned(node, a)
+            return self.opaque(node, "adding a constant")
+        if isinstance(va, PVal):
+            a, b, va, vb = b, a, vb, va
+        if isinstance(vb, PVal):
+            if not vb.ref.is_parameter:
+                self.pin(vb.ref, "added buffer")
+                return self.tie_add(node, va, self.merged(f"const:{b.name}", "constant", True), a, b)
+            return self.attach_bias(shifted(va, len(out) - len(self.shape(a))), vb, out,
+                                    in_shape=self.shape(b))
+        return self.tie_add(node, va, vb, a, b)
+
+    def tie_add(self, node, va: Val, vb: Val, a, b) -> Val:
+        out = self.shape(node)
+        va = shifted(va, len(out) - len(self.shape(a)))
+        vb = shifted(vb, len(out) - len(self.shape(b))) if isinstance(b, fx.Node) else vb
+        if vb.const and not va.const:
+            self.fix(va.units, "adding a constant tensor")
+        dims = tuple(sorted(set(va.dims) | set(vb.dims)))
+        ua, ub = expand(va, out, dims), expand(vb, out, dims)
+        self.tie(ua, ub)
+        return normalized(ua, dims, out)
+
+    def attach_bias(self, val: Val, pv: PVal, out: tuple, in_shape=None) -> Val:
+        """``x + P``: each entry of ``P`` is a bias into the unit of the entry it is added to."""
+        from ._maps import LayerMap
+
+        ids = pv.ids(in_shape if in_shape is not None else out)
+        if ids is None:
+            self.pin(pv.ref, "a large parameter added to a value")
+            return self._fix_to(val, "bias")
+        ids = shifted(ids, len(out) - len(in_shape)) if in_shape is not None else ids
+        val = self.collapse(val, out, [d for d in val.dims if d not in ids.dims])
+        if not ids.dims:
+            self.pin(pv.ref, "a scalar parameter added to every channel")
+            return self._fix_to(val, "bias")
+        entries = expand(ids, out, ids.dims).ravel()
+        units = expand(val, out, ids.dims).ravel()
+        if np.unique(entries).size != entries.size:
+            self.pin(pv.ref, "a parameter added at several places")
+            return self._fix_to(val, "bias")
+        self.add_map(LayerMap(pv.ref.name, "bias", units, weight=pv.ref, entries=entries[:, None]))
+        return val
+
+    def _fix_to(self, val: Val, why: str) -> Val:
+        self.fix(val.units, f"a {why} that cannot follow the channels")
+        return val
+
+    def mul(self, node: fx.Node, a, b):
+        va, vb = self.get(a), self.get(b)
+        if not isinstance(va, (Val, PVal)):
+            a, b, va, vb = b, a, vb, va
+        if vb is None:
+            return self.aligned(node, a) if self.scalar(b) and isinstance(va, Val) else NotImplemented
+        if isinstance(va, PVal):
+            a, b, va, vb = b, a, vb, va
+        if isinstance(vb, PVal):
+            return self.layer_scale(node, a, b)
+        if self.known_fixed(vb.units):
+            return self.aligned(node, a)
+        if self.known_fixed(va.units):
+            return self.aligned(node, b)
+        return self.opaque(node, "product of two rescaled values")
+
+    def layer_scale(self, node: fx.Node, a, b):
+        """``x * P``: a per-channel multiplier (layer scale, a norm's affine weight)."""
+        from ._maps import LayerMap
+
+        out = self.shape(node)
+        va, pv = self.aligned(node, a), self.get(b)
+        ids = pv.ids(self.shape(b))
+        ids = ids if ids is None else shifted(ids, len(out) - len(self.shape(b)))
+        if (not pv.ref.is_parameter or ids is None or not ids.dims
+                or (va.dims and not set(va.dims) & set(ids.dims))):
+            self.pin(pv.ref, "a multiplier along non-channel dimensions")
+            return va
+        va = self.collapse(va, out, [d for d in va.dims if d not in ids.dims])
+        entries = expand(ids, out, ids.dims).ravel()
+        if np.unique(entries).size != entries.size:
+            self.pin(pv.ref, "a multiplier used at several places")
+            return va
+        in_units = expand(va, out, ids.dims).ravel()
+        units = self.new_units(pv.ref.name, entries.size)
+        self.add_map(LayerMap(pv.ref.name, "diag", units, in_units, weight=pv.ref, entries=entries[:, None]))
+        return normalized(units.reshape([out[d] for d in ids.dims]), ids.dims, out)
+
+    def matmul(self, node: fx.Node):
+        a, b = node.args[:2]
+        va, vb = self.get(a), self.get(b)
+        sa, sb, out = self.shape(a), self.shape(b), self.shape(node)
+        if isinstance(vb, PVal) and isinstance(va, Val) and len(sb) == 2 and vb.idval is None:
+            # x @ W (W stored (n_in, n_out)) or x @ W.t() (W stored (n_out, n_in))
+            return self.linear(node, va, sa, vb.ref.name, vb.ref, None, transposed=not vb.t)
+        if not (isinstance(va, Val) and isinstance(vb, Val)) or len(sa) < 2 or len(sb) < 2:
+            return self.opaque(node, "matrix product with a parameter", True)
+        if self.known_fixed(va.units):  # weights @ values: each column of b passes linearly
+            return shifted(self.collapse(vb, sb, [len(sb) - 2]), len(out) - len(sb))
+        if self.known_fixed(vb.units):  # values @ constant matrix: a's rows pass
+            return shifted(self.collapse(va, sa, [len(sa) - 1]), len(out) - len(sa))
+        return self.opaque(node, "attention scores (Q/K)")
+
+    # ---------------------------------------------------------------- reductions and the rest
+    def misc_op(self, node: fx.Node, fn, method: bool):
+        first = self.get(node.args[0]) if node.args else None
+        if fn in LIKE or (method and isinstance(fn, str) and fn.startswith("new_")):
+            return self.merged(f"const:{node.name}", "constant", const=True)
+        shape = self.shape(node.args[0]) if node.args else None
+        name = fn if method else REDUCTIONS.get(fn, "")
+        if name in ("sum", "mean", "amax", "amin", "max", "min", "norm", "std", "nansum") and isinstance(first, Val):
+            return self.reduce(node, first, shape, name)
+        if fn is F.scaled_dot_product_attention:
+            return self.attention(node)
+        if fn in (torch.where,) and len(node.args) == 3:
+            cond, x, y = node.args
+            self.fix_value(self.get(cond), "a condition")
+            if isinstance(self.get(x), Val) and isinstance(self.get(y), Val):
+                return self.tie_add(node, self.get(x), self.get(y), x, y)
+            return self.opaque(node, "where with a constant")
+        if fn in ("masked_fill", "masked_fill_", torch.masked_fill):
+            self.fix_value(self.get(node.args[1]), "a mask")
+            value = arg(node, 2, "value")
+            if _is_number(value) and value == 0 and isinstance(first, Val):
+                return first
+            return self.opaque(node, "masked_fill with a non-zero value")
+        if fn in (torch.clamp, torch.clip, "clamp", "clip", "clamp_", "clamp_min"):
+            lo = arg(node, 1, "min")
+            hi = arg(node, 2, "max")
+            if _is_number(lo) and lo == 0 and hi is None and isinstance(first, Val):
+                return first  # clamp(min=0) is ReLU
+        if fn is F.prelu or fn is torch.prelu:
+            self.fix_value(self.get(node.args[1]), "PReLU slope")
+            return first
+        return NotImplemented
+
+    def reduce(self, node: fx.Node, val: Val, shape: tuple, name: str):
+        """A sum, mean, max, norm or std over ``dims`` ties the units along them."""
+        norm = name == "norm"
+        dims = arg(node, 2, "dim", None) if norm else arg(node, 1, "dim", None)
+        if dims is None or isinstance(dims, fx.Node):
+            dims = tuple(range(len(shape)))
+        dims = {d % len(shape) for d in ((dims,) if isinstance(dims, int) else dims)}
+        out = self.shape(node)
+        values_shape = out[0] if isinstance(out, list) else out
+        val = self.collapse(val, shape, dims)
+        if len(values_shape) != len(shape):
+            val = Val(val.units, tuple(d - sum(g < d for g in dims) for d in val.dims), val.const)
+        if isinstance(out, list):
+            return (val, self.merged(f"{node.name}.indices", "indices", const=True))
+        return val
+
+    def attention(self, node: fx.Node):
+        """``softmax(q kᵀ) v``: q and k are fixed (scores); each value channel passes linearly."""
+        q, k, v = node.args[:3]
+        for x in (q, k, arg(node, 3, "attn_mask")):
+            self.fix_value(self.get(x), "attention scores (Q/K)")
+        vv, sv, out = self.get(v), self.shape(v), self.shape(node)
+        if not isinstance(vv, Val):
+            return self.opaque(node, "attention on constant values")
+        vv = self.collapse(vv, sv, [len(sv) - 2])
+        bad = [d for d in vv.dims if len(sv) != len(out) or sv[d] != out[d]]
+        vv = self.collapse(vv, sv, bad)
+        return Val(vv.units, vv.dims)
+
+
+def _flat(values):
+    for v in values:
+        if isinstance(v, (tuple, list)):
+            yield from _flat(v)
+        else:
+            yield v
