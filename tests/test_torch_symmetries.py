@@ -3,8 +3,9 @@
 For every channel of every parametrized op of a zoo of architectures (``torch_zoo``), the test
 scales that channel alone — its *incoming* parameter slice times λ, its *outgoing* slices
 divided by λ — and checks the model's output on random inputs (float64, relative 1e-9) for
-λ = 7, 0.3 and 50 (50 drives every ReLU6 that is ever positive into saturation). The channels (and groups of channels) for which the output is unchanged must be
-exactly the adapter's free variables: no missed symmetry, no false one.
+λ = 7, 0.3 and 50 (50 drives every ReLU6 that is ever positive into saturation). The channels
+(and groups of channels) for which the output is unchanged must be exactly the adapter's free
+variables: no missed symmetry, no false one.
 
 How the slices are found, without the adapter
 ---------------------------------------------
@@ -35,7 +36,6 @@ architecture (the zero-initialised ResNet is checked in ``test_torch_models.py``
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -124,8 +124,9 @@ class Probe:
 
     def __init__(self, model: nn.Module, x):
         self.model, self.x = model, x
+        norms = (nn.LayerNorm, nn.RMSNorm)  # consumers that cannot absorb a scaled channel
         self.modules = {name: m for name, m in model.named_modules()
-                        if _channels(m) or input_slices(m, 0, 0) is not None or isinstance(m, (nn.LayerNorm, nn.RMSNorm))}
+                        if _channels(m) or input_slices(m, 0, 0) is not None or isinstance(m, norms)}
         self.saved = {k: v.clone() for k, v in model.state_dict().items()}
         self.base_out, self.base_in = self.run()
 

@@ -76,9 +76,12 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, w=4, blocks=(2, 2), n_out=3, zero_init_last=False):
+    """ResNet with basic blocks; ``imagenet``: the 7×7/2 stem and max pool of ResNet-18/34."""
+
+    def __init__(self, w=4, blocks=(2, 2), n_out=3, imagenet=False):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, w, 3, 1, 1, bias=False)
+        self.conv1 = nn.Conv2d(3, w, 7, 2, 3, bias=False) if imagenet else nn.Conv2d(3, w, 3, 1, 1, bias=False)
+        self.maxpool = nn.MaxPool2d(3, 2, 1) if imagenet else nn.Identity()
         self.bn1 = nn.BatchNorm2d(w)
         layers, cin = [], w
         for k, n in enumerate(blocks):
@@ -88,10 +91,9 @@ class ResNet(nn.Module):
         self.layers = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(cin, n_out)
-        self.zero_init_last = zero_init_last
 
     def forward(self, x):
-        x = self.layers(F.relu(self.bn1(self.conv1(x))))
+        x = self.layers(self.maxpool(F.relu(self.bn1(self.conv1(x)))))
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
@@ -139,18 +141,23 @@ class InvertedResidual(nn.Module):
         return x + self.conv(x) if self.use_res else self.conv(x)
 
 
+V2_FULL = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+           (6, 320, 1, 1)]
+
+
 class MobileNetV2(nn.Module):
-    def __init__(self, w=4, n_out=3):
+    def __init__(self, w=4, n_out=3, cfg=None, last=None):
         super().__init__()
-        cfg = [(1, w, 1, 1), (2, 2 * w, 2, 2), (2, 2 * w, 1, 1)]  # expand, out, n, stride
+        cfg = cfg or [(1, w, 1, 1), (2, 2 * w, 2, 2), (2, 2 * w, 1, 1)]  # expand, out, n, stride
+        last = last or 4 * w
         layers, cin = [conv_bn(3, w, 3, 2)], w
         for t, c, n, s in cfg:
             for k in range(n):
                 layers.append(InvertedResidual(cin, c, s if k == 0 else 1, t))
                 cin = c
-        layers.append(conv_bn(cin, 4 * w, 1))
+        layers.append(conv_bn(cin, last, 1))
         self.features = nn.Sequential(*layers)
-        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(4 * w, n_out))
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(last, n_out))
 
     def forward(self, x):
         x = F.adaptive_avg_pool2d(self.features(x), (1, 1))
@@ -172,6 +179,12 @@ class SqueezeExcitation(nn.Module):
         return scale * x
 
 
+def _divisible(v: int, d: int = 8) -> int:
+    """torchvision's ``_make_divisible``: the nearest multiple of ``d``, at least ``d``."""
+    new = max(d, int(v + d / 2) // d * d)
+    return new + d if new < 0.9 * v else new
+
+
 class V3Block(nn.Module):
     def __init__(self, cin, k, exp, cout, se, act, stride):
         super().__init__()
@@ -180,7 +193,7 @@ class V3Block(nn.Module):
             layers.append(conv_bn(cin, exp, 1, act=act))
         layers.append(conv_bn(exp, exp, k, stride, exp, act=act))
         if se:
-            layers.append(SqueezeExcitation(exp, max(2, exp // 4)))
+            layers.append(SqueezeExcitation(exp, _divisible(exp // 4) if exp >= 32 else max(2, exp // 4)))
         layers.append(conv_bn(exp, cout, 1, act=None))
         self.block = nn.Sequential(*layers)
         self.use_res = stride == 1 and cin == cout
@@ -190,20 +203,27 @@ class V3Block(nn.Module):
         return y + x if self.use_res else y
 
 
+RE, HS = nn.ReLU, nn.Hardswish
+V3_SMALL = [(3, 16, 16, True, RE, 2), (3, 72, 24, False, RE, 2), (3, 88, 24, False, RE, 1),
+            (5, 96, 40, True, HS, 2), (5, 240, 40, True, HS, 1), (5, 240, 40, True, HS, 1),
+            (5, 120, 48, True, HS, 1), (5, 144, 48, True, HS, 1), (5, 288, 96, True, HS, 2),
+            (5, 576, 96, True, HS, 1), (5, 576, 96, True, HS, 1)]
+
+
 class MobileNetV3(nn.Module):
-    def __init__(self, w=4, n_out=3):
+    def __init__(self, w=4, n_out=3, cfg=None, last=None, hidden=None):
         super().__init__()
-        RE, HS = nn.ReLU, nn.Hardswish
-        cfg = [(3, w, w, True, RE, 2), (3, 3 * w, 2 * w, False, RE, 2), (3, 3 * w, 2 * w, False, RE, 1),
-               (5, 4 * w, 2 * w, True, HS, 1)]
+        cfg = cfg or [(3, w, w, True, RE, 2), (3, 3 * w, 2 * w, False, RE, 2), (3, 3 * w, 2 * w, False, RE, 1),
+                      (5, 4 * w, 2 * w, True, HS, 1)]
+        last, hidden = last or 4 * w, hidden or 4 * w
         layers, cin = [conv_bn(3, w, 3, 2, act=HS)], w
         for k, exp, cout, se, act, s in cfg:
             layers.append(V3Block(cin, k, exp, cout, se, act, s))
             cin = cout
-        layers.append(conv_bn(cin, 4 * w, 1, act=HS))
+        layers.append(conv_bn(cin, last, 1, act=HS))
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Linear(4 * w, 4 * w), HS(), nn.Dropout(0.2), nn.Linear(4 * w, n_out))
+        self.classifier = nn.Sequential(nn.Linear(last, hidden), HS(), nn.Dropout(0.2), nn.Linear(hidden, n_out))
 
     def forward(self, x):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
@@ -239,13 +259,24 @@ class MBConv(nn.Module):
         return x + shortcut if self.has_skip else x
 
 
+B0 = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
+      (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]  # expand, kernel, stride, out, repeats
+
+
 class EfficientNet(nn.Module):
-    def __init__(self, w=4, n_out=3):
+    def __init__(self, w=4, n_out=3, cfg=None, head=None):
         super().__init__()
+        cfg = cfg or [(2, 3, 1, w, 1), (2, 3, 2, 2 * w, 1), (2, 3, 1, 2 * w, 1)]
+        head = head or 4 * w
         self.conv_stem, self.bn1 = nn.Conv2d(3, w, 3, 2, 1, bias=False), BatchNormAct2d(w, nn.SiLU)
-        self.blocks = nn.Sequential(MBConv(w, w, 2, 1), MBConv(w, 2 * w, 2, 2), MBConv(2 * w, 2 * w, 2, 1))
-        self.conv_head, self.bn2 = nn.Conv2d(2 * w, 4 * w, 1, bias=False), BatchNormAct2d(4 * w, nn.SiLU)
-        self.classifier = nn.Linear(4 * w, n_out)
+        blocks, cin = [], w
+        for e, k, s, c, n in cfg:
+            for r in range(n):
+                blocks.append(MBConv(cin, c, e, s if r == 0 else 1, k))
+                cin = c
+        self.blocks = nn.Sequential(*blocks)
+        self.conv_head, self.bn2 = nn.Conv2d(cin, head, 1, bias=False), BatchNormAct2d(head, nn.SiLU)
+        self.classifier = nn.Linear(head, n_out)
 
     def forward(self, x):
         x = self.bn2(self.conv_head(self.blocks(self.bn1(self.conv_stem(x)))))
@@ -314,10 +345,11 @@ class Mlp(nn.Module):
 
 
 class ViTBlock(nn.Module):
-    def __init__(self, d, heads):
+    def __init__(self, d, heads, layer_scale=True):
         super().__init__()
-        self.norm1, self.attn, self.ls1 = nn.LayerNorm(d), Attention(d, heads), LayerScale(d, init=1.0)
-        self.norm2, self.mlp, self.ls2 = nn.LayerNorm(d), Mlp(d, 4 * d), LayerScale(d, init=1.0)
+        ls = (lambda: LayerScale(d, init=1.0)) if layer_scale else nn.Identity
+        self.norm1, self.attn, self.ls1 = nn.LayerNorm(d), Attention(d, heads), ls()
+        self.norm2, self.mlp, self.ls2 = nn.LayerNorm(d), Mlp(d, 4 * d), ls()
 
     def forward(self, x):
         x = x + self.ls1(self.attn(self.norm1(x)))
@@ -325,13 +357,13 @@ class ViTBlock(nn.Module):
 
 
 class ViT(nn.Module):
-    def __init__(self, d=8, depth=2, heads=2, patch=4, img=8, n_out=3):
+    def __init__(self, d=8, depth=2, heads=2, patch=4, img=8, n_out=3, layer_scale=True):
         super().__init__()
         self.patch_embed = nn.Conv2d(3, d, patch, patch)
         n = (img // patch) ** 2
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.pos_embed = nn.Parameter(torch.randn(1, n + 1, d) * 0.02)
-        self.blocks = nn.Sequential(*[ViTBlock(d, heads) for _ in range(depth)])
+        self.blocks = nn.Sequential(*[ViTBlock(d, heads, layer_scale) for _ in range(depth)])
         self.norm, self.head = nn.LayerNorm(d), nn.Linear(d, n_out)
 
     def forward(self, x):

@@ -92,7 +92,36 @@ def _new(old, mul, div):
     return new / div if div is not None else new
 
 
+def _within_bounds(t: torch.Tensor, mul, div) -> bool:
+    """A cheap sufficient test: ``max|t|`` and the smallest non-zero ``|t|`` times the factors'
+    extremes stay inside the dtype's normal range (then no entry can overflow or vanish)."""
+    fi = torch.finfo(t.dtype)
+    lo_m, hi_m = (1.0, 1.0) if mul is None else (float(mul.min()), float(mul.max()))
+    lo_d, hi_d = (1.0, 1.0) if div is None else (float(div.min()), float(div.max()))
+    top = float(torch.linalg.vector_norm(t.detach(), float("inf"))) if t.numel() else 0.0
+    if not np.isfinite(top) or top * max(hi_m, hi_m / lo_d) > 0.5 * fi.max:
+        return False
+    if lo_m >= 1.0 and lo_m / hi_d >= 1.0:
+        return True
+    low = float("inf")
+    for _, old in _row_chunks(t):
+        a = old.abs()
+        low = min(low, float(a.masked_fill_(a == 0, float("inf")).amin())) if a.numel() else low
+    return low == float("inf") or low * min(lo_m, lo_m / hi_d) >= 2.0 * fi.tiny
+
+
+def _row_chunks(t: torch.Tensor):
+    if t.ndim == 0:
+        yield slice(None), t.reshape(1)
+        return
+    step = max(1, CHUNK // max(1, t[0].numel() if t.shape[0] else 1))
+    for r in range(0, t.shape[0], step):
+        yield slice(r, r + step), t[r:r + step]
+
+
 def _check(name: str, t: torch.Tensor, mul, div) -> None:
+    if _within_bounds(t, mul, div):
+        return
     for _, old, new in _chunks(t, mul, div):
         if not bool(torch.isfinite(new).all()):
             raise NetworkError(
@@ -124,6 +153,8 @@ def apply_checked(factors: list, optimizer=None) -> None:
         staged = [(name, t, _torch(mul, t), _torch(div, t)) for name, t, mul, div in writes]
         for name, t, mul, div in staged:
             _check(name, t, mul, div)
-        for _, t, mul, div in staged:
-            for rows, old, new in _chunks(t, mul, div):
-                old.copy_(new)
+        for _, t, mul, div in staged:  # in place: the same roundings as the check's (t * mul) / div
+            if mul is not None:
+                t.mul_(mul)
+            if div is not None:
+                t.div_(div)

@@ -83,13 +83,9 @@ def reduce_rows(block: np.ndarray, plan: tuple | None, p: float) -> np.ndarray:
         grouped = block.reshape(block.shape[0], -1, k)
         if k == 1:
             return grouped[:, :, 0]
-        mag = np.abs(grouped)
-        top = mag.max(axis=2)
         if not np.isfinite(p):
-            return top
-        safe = np.where(top > 0, top, 1.0)
-        with np.errstate(over="ignore"):
-            return top * ((mag / safe[:, :, None]) ** p).sum(axis=2) ** (1.0 / p)
+            return np.abs(grouped).max(axis=2)
+        return _group_norms(grouped, p)
     if plan[0] == "runs":
         starts, cols = plan[1], block
     else:
@@ -104,6 +100,27 @@ def reduce_rows(block: np.ndarray, plan: tuple | None, p: float) -> np.ndarray:
             top = top * np.add.reduceat((mag / safe[:, group]) ** p, starts, axis=1) ** (1.0 / p)
     top[:, single] = cols[:, starts[single]]
     return top
+
+
+def _group_norms(g: np.ndarray, p: float) -> np.ndarray:
+    """p-norms over the last axis of ``g``: one pass, rescaled where ``Σ|w|^p`` leaves float64."""
+    with np.errstate(over="ignore", under="ignore"):
+        if p == 2.0:
+            total = np.einsum("ijk,ijk->ij", g, g)
+        elif p == 1.0:
+            total = np.abs(g).sum(axis=2)
+        else:
+            total = (np.abs(g) ** p).sum(axis=2)
+        out = total ** (1.0 / p)
+    bad = ~np.isfinite(total) | (total < np.finfo(np.float64).tiny)
+    if bad.any():
+        i, j = np.nonzero(bad)
+        mag = np.abs(g[i, j])
+        top = mag.max(axis=1)
+        safe = np.where(top > 0, top, 1.0)
+        with np.errstate(over="ignore", under="ignore"):
+            out[i, j] = top * ((mag / safe[:, None]) ** p).sum(axis=1) ** (1.0 / p)
+    return out
 
 
 @dataclass(eq=False)

@@ -17,7 +17,6 @@ Each creates one unit per output channel and a :class:`~balgraph.torch._maps.Lay
 from __future__ import annotations
 
 import numpy as np
-import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import networkx as nx
 import numpy as np
-import scipy.sparse as sp
 import torch
-from scipy.sparse import csgraph
 
 from ..errors import NetworkError
 from ..problem import Layer, Problem
@@ -28,6 +26,15 @@ from ._report import UnitReport
 from ._trace import Traced, trace
 
 __all__ = ["TorchNetwork"]
+
+
+def _hits(nz: np.ndarray | None, on: np.ndarray, n_rows: int) -> np.ndarray:
+    """Rows of a zero pattern ``nz`` (None: no zeros) with a non-zero entry in an ``on`` column."""
+    if not on.any():
+        return np.zeros(n_rows, dtype=bool)
+    if nz is None:
+        return np.ones(n_rows, dtype=bool)
+    return nz.any(axis=1) if on.all() else nz[:, on].any(axis=1)
 
 
 class _Edges:
@@ -162,25 +169,54 @@ class TorchNetwork:
     # ---------------------------------------------------------------- dead ends
     def dead_units(self, weight: np.ndarray) -> np.ndarray:
         """Free units with no finite balanced scale at these weights (reach no output through
-        non-zero edges, or are reached from no input), as a boolean mask over units."""
+        non-zero edges, or are reached from no input), as a boolean mask over units.
+
+        Without zero weights the answer depends on the structure only (computed once)."""
+        st = self._structure()
+        if "static_dead" not in st:
+            st["static_dead"] = self._unreachable(None)
+        if not np.any(weight == 0):
+            return st["static_dead"].copy()
+        return self._unreachable(weight)
+
+    def _unreachable(self, weight: np.ndarray | None) -> np.ndarray:
+        """Reachability from and to the ground (all fixed units) over non-zero edges, by sweeps
+        over the layer maps in forward and backward order (dense blocks by their zero pattern,
+        never one sparse matrix of all edges)."""
         st = self._structure()
         free = ~self.fixed
-        root = np.array([k if t is None else t for k, t in enumerate(self.tie)], dtype=np.int64)
-        _, node = np.unique(root, return_inverse=True)
+        _, node = np.unique(self.group_of, return_inverse=True)
         node = np.where(free, node.ravel() + 1, 0)  # 0: the ground (every fixed unit)
-        nz = weight != 0
-        a, b = node[st["src"][nz]], node[st["dst"][nz]]
-        keep = a != b
+        parts = []
+        for lm, which, a, b in st["parts"]:
+            if a == b:
+                continue
+            cols = lm.dense_columns() if which == "weight" else None
+            if cols is not None:
+                nz = None if weight is None else weight[a:b].reshape(lm.out_units.size, cols.size) != 0
+                parts.append(("dense", node[lm.out_units], node[cols], nz))
+            else:
+                s, d = node[st["src"][a:b]], node[st["dst"][a:b]]
+                keep = (s != d) if weight is None else (s != d) & (weight[a:b] != 0)
+                parts.append(("sparse", s[keep], d[keep], None))
         n = int(node.max(initial=0)) + 1
-        adj = sp.csr_matrix((np.ones(int(keep.sum()), np.int8), (a[keep], b[keep])), shape=(n, n))
-        seen = []
-        for g in (adj, adj.T.tocsr()):
-            order = csgraph.breadth_first_order(g, 0, directed=True, return_predecessors=False)
-            mask = np.zeros(n, dtype=bool)
-            mask[order] = True
-            seen.append(mask)
-        ok = seen[0] & seen[1]
-        return free & ~ok[node]
+        fwd, bwd = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        fwd[0] = bwd[0] = True
+        for _ in range(len(parts) + 2):
+            before = int(fwd.sum()) + int(bwd.sum())
+            for kind, out_n, in_n, nz in parts:
+                if kind == "sparse":
+                    fwd[in_n[fwd[out_n]]] = True  # (src, dst) stored as (out_n, in_n) here
+                else:
+                    fwd[out_n[_hits(nz, fwd[in_n], out_n.size)]] = True
+            for kind, out_n, in_n, nz in reversed(parts):
+                if kind == "sparse":
+                    bwd[out_n[bwd[in_n]]] = True
+                else:
+                    bwd[in_n[_hits(None if nz is None else nz.T, bwd[out_n], in_n.size)]] = True
+            if int(fwd.sum()) + int(bwd.sum()) == before:
+                break
+        return free & ~(fwd & bwd)[node]
 
     # ---------------------------------------------------------------- the problem
     def problem(self, p: float = 2.0, unreachable: str = "fix") -> Problem:

@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from ..errors import NetworkError
 from ._maps import LayerMap
+from ._arith import ArithRules
 from ._modules import ModuleRules
 from ._ops import OpRules
 from ._values import ParamRef, PVal, Val, expand
@@ -82,7 +83,7 @@ def _shape_of(out):
     return None
 
 
-class _Builder(OpRules, ModuleRules):
+class _Builder(OpRules, ArithRules, ModuleRules):
     def __init__(self, model: nn.Module):
         self.model = model
         self.labels: list[str] = []
@@ -400,6 +401,12 @@ def trace(model: nn.Module, example_inputs) -> Traced:
             f"torch.fx could not trace {type(model).__name__}: {exc}. Make forward() free of"
             " data-dependent control flow, or wrap untraceable parts as leaf modules."
         ) from exc
-    with torch.no_grad():
-        _ShapeRecorder(gm).run(*example_inputs)
+    buffers = [(b, b.detach().clone()) for b in root.buffers()]
+    try:  # a forward pass in training mode would update BatchNorm statistics: undo it
+        with torch.no_grad():
+            _ShapeRecorder(gm).run(*example_inputs)
+    finally:
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
     return _Builder(root).run(gm.graph)
