@@ -382,3 +382,36 @@ def test_report_is_one_line_and_copied_to_the_network():
                       " attention scores (Q/K) ×32")
     assert r.n_free == pb.n_vars and not r.needs_attention
     copy.deepcopy(r)
+
+
+class TokenMixer(nn.Module):
+    """Learned per-position biases and a class token on free units (no norm in between)."""
+
+    def __init__(self, n=5, d=4):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(3, d), nn.Linear(d, 2)
+        self.pos = nn.Parameter(torch.randn(n + 1, d))
+        self.cls = nn.Parameter(torch.randn(1, 1, d))
+
+    def forward(self, x):
+        h = torch.relu(self.fc1(x))
+        h = torch.cat([self.cls.expand(x.shape[0], -1, -1), h], dim=1) + self.pos
+        return self.fc2(h.mean(1))
+
+
+def test_class_token_and_position_biases_follow_free_units():
+    torch.manual_seed(1)
+    model = TokenMixer().double()
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    with torch.no_grad():
+        model.fc2.weight.mul_(30.0)
+        before = model(x)
+    res = bt.balance_(model, 2.0, x, tol=TOL)
+    with torch.no_grad():
+        assert _rel_change(model(x), before) < 1e-10
+    assert res.info["units"].n_free == 4 and res.cost_after < res.cost_before
+    # each fc1 channel: its row, its bias, its class-token entry and its 6 position biases in
+    p = 2
+    inc = (model.fc1.weight.abs() ** p).sum(1) + model.fc1.bias.abs() ** p + \
+        (model.cls[0, 0].abs() ** p) + (model.pos.abs() ** p).sum(0)
+    torch.testing.assert_close(inc, (model.fc2.weight.abs() ** p).sum(0), rtol=1e-9, atol=0)

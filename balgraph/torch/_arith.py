@@ -84,8 +84,9 @@ class ArithRules:
         out = self.shape(node)
         va = shifted(va, len(out) - len(self.shape(a)))
         vb = shifted(vb, len(out) - len(self.shape(b))) if isinstance(b, fx.Node) else vb
-        if vb.const and not va.const:
-            self.fix(va.units, "adding a constant tensor")
+        for x, y in ((va, vb), (vb, va)):
+            if y.const and not x.const:
+                self.fix(x.units, "adding a constant tensor")
         dims = tuple(sorted(set(va.dims) | set(vb.dims)))
         ua, ub = expand(va, out, dims), expand(vb, out, dims)
         self.tie(ua, ub)

@@ -209,8 +209,14 @@ class LayerMap:
         return self._prepare()["n"]
 
     def dense_columns(self) -> np.ndarray | None:
-        """The in units of a dense ``(n_out, n_cols)`` weight block (row-major edges), else None."""
-        return self._prepare()["cols"]
+        """The in units of a dense ``(n_out, n_cols)`` weight block (row-major edges), else None.
+
+        A diag map from one fixed unit (a norm's affine weight, an embedding) is an
+        ``(n_out, 1)`` block."""
+        c = self._prepare()
+        if c["cols"] is None and self.kind == "diag" and c["n"] and np.all(self.in_units == self.in_units[0]):
+            return self.in_units[:1]
+        return c["cols"]
 
     def write_structure(self, src: np.ndarray, dst: np.ndarray) -> None:
         """Fill the weight edges' ``src``/``dst`` (views of the network's arrays), no temporaries."""

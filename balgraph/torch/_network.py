@@ -132,7 +132,8 @@ class TorchNetwork:
         return self._struct
 
     def _dense_blocks(self, parts, m: int) -> tuple:
-        """Layer blocks when every edge lies in a dense block of contiguous units (VGG, MLPs)."""
+        """Layer blocks when every edge lies in a dense block of contiguous units (VGG, MLPs,
+        transformers without layer scale); a block's rows are split where fixedness changes."""
         blocks = []
 
         def contiguous(u):
@@ -144,10 +145,14 @@ class TorchNetwork:
             cols = lm.dense_columns() if which == "weight" else None
             if which == "weight" and (cols is None or not contiguous(cols) or not contiguous(lm.out_units)):
                 return ()
-            if which == "bias" and (lm.kind == "bias" or not contiguous(lm.out_units)):
+            out = lm.out_units if which == "weight" else lm.bias_structure()[1]
+            if not contiguous(out):
                 return ()
             n_in, start = (cols.size, int(cols[0])) if which == "weight" else (1, lm.bias_unit)
-            blocks.append(Layer(start, n_in, int(lm.out_units[0]), lm.out_units.size, a))
+            # rows of one block are all fixed or all free (a fused qkv: q, k fixed, v free)
+            cut = np.flatnonzero(np.diff(self.fixed[out].astype(np.int8))) + 1
+            for r0, r1 in zip(np.r_[0, cut], np.r_[cut, out.size]):
+                blocks.append(Layer(start, n_in, int(out[r0]), int(r1 - r0), a + int(r0) * n_in))
         return tuple(blocks) if sum(L.n_in * L.n_out for L in blocks) == m else ()
 
     def edge_weights(self, p: float = 2.0) -> np.ndarray:

@@ -21,7 +21,7 @@ from ._values import PVal, Val, expand, index, normalized, permute, reshape, shi
 PASS_FUNCTIONS = {
     torch.relu, torch.relu_, F.relu, F.relu_, F.leaky_relu, F.leaky_relu_, F.dropout, F.dropout1d,
     F.dropout2d, F.dropout3d, torch.abs, torch.neg, operator.neg, operator.pos, operator.abs,
-    torch.clone, torch.detach, torch.nn.functional.hardshrink, torch.nn.functional.softshrink,
+    torch.clone, torch.detach,
 }
 PASS_METHODS = {"relu", "relu_", "abs", "neg", "contiguous", "clone", "detach", "float", "double",
                 "half", "bfloat16", "to", "type_as", "type", "cpu", "cuda", "requires_grad_"}
@@ -58,6 +58,7 @@ NAMES = {
     operator.pow: "pow", torch.square: "pow", torch.reciprocal: "reciprocal", torch.erf: "erf",
     torch.sin: "sin", torch.cos: "cos", F.normalize: "normalize", torch.var: "variance",
     torch.clamp: "clamp", torch.clip: "clamp", F.softsign: "Softsign", torch.sign: "sign",
+    torch.logsumexp: "logsumexp", F.hardshrink: "Hardshrink", F.softshrink: "Softshrink",
 }
 KNOWN_METHODS = {"gelu": "GELU", "sigmoid": "sigmoid", "tanh": "tanh", "softmax": "softmax",
                  "log_softmax": "softmax", "exp": "exp", "log": "log", "sqrt": "sqrt",
@@ -185,6 +186,8 @@ class OpRules:
             return shifted(first, len(out_shape) - len(in_shape), lazy_input=first.lazy_input)
         if fn == "repeat":
             return self.repeat(node, first, in_shape, out_shape)
+        if not first.dims and first.lazy_input and (fn in PERMUTES or fn is operator.getitem):
+            return first  # a model input: units per channel are made on demand, on any dim
         if fn in PERMUTES:
             return permute(first, self.order(node, in_shape))
         if fn is getattr and node.args[1] in ("T", "mT"):
