@@ -97,6 +97,67 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
+class Bottleneck(nn.Module):
+    """torchvision's bottleneck, with its in-place ReLU and ``out += identity``."""
+
+    def __init__(self, c, mid, stride=1):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c, mid, 1, bias=False), nn.BatchNorm2d(mid)
+        self.conv2, self.bn2 = nn.Conv2d(mid, mid, 3, stride, 1, bias=False), nn.BatchNorm2d(mid)
+        self.conv3, self.bn3 = nn.Conv2d(mid, 4 * mid, 1, bias=False), nn.BatchNorm2d(4 * mid)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or c != 4 * mid:
+            self.downsample = nn.Sequential(nn.Conv2d(c, 4 * mid, 1, stride, bias=False), nn.BatchNorm2d(4 * mid))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        out += identity
+        return self.relu(out)
+
+
+class BottleneckResNet(nn.Module):
+    def __init__(self, w=2, n_out=3):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 4 * w, 3, padding=1, bias=False), nn.BatchNorm2d(4 * w), nn.ReLU(True))
+        self.layer1 = nn.Sequential(Bottleneck(4 * w, w), Bottleneck(4 * w, w))
+        self.layer2 = nn.Sequential(Bottleneck(4 * w, 2 * w, 2), Bottleneck(8 * w, 2 * w))
+        self.fc = nn.Linear(8 * w, n_out)
+
+    def forward(self, x):
+        x = self.layer2(self.layer1(self.stem(x)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+# ---------------------------------------------------------------------------- DenseNet
+class DenseLayer(nn.Module):
+    """DenseNet's pre-activation layer: BN, ReLU, conv, concatenated to its input."""
+
+    def __init__(self, cin, growth):
+        super().__init__()
+        self.norm, self.conv = nn.BatchNorm2d(cin), nn.Conv2d(cin, growth, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        return torch.cat([x, self.conv(F.relu(self.norm(x)))], 1)
+
+
+class DenseNet(nn.Module):
+    def __init__(self, w=4, growth=3, n_out=3):
+        super().__init__()
+        self.conv0 = nn.Conv2d(3, w, 3, padding=1, bias=False)
+        self.block = nn.Sequential(DenseLayer(w, growth), DenseLayer(w + growth, growth))
+        self.transition = nn.Sequential(nn.BatchNorm2d(w + 2 * growth), nn.ReLU(), nn.Conv2d(w + 2 * growth, w, 1),
+                                        nn.AvgPool2d(2))
+        self.norm, self.fc = nn.BatchNorm2d(w), nn.Linear(w, n_out)
+
+    def forward(self, x):
+        x = self.transition(self.block(self.conv0(x)))
+        return self.fc(F.relu(self.norm(x)).mean((2, 3)))
+
+
 # ---------------------------------------------------------------------------- VGG
 class VGG(nn.Module):
     def __init__(self, cfg, pool=2, hidden=16, n_out=3):
@@ -495,6 +556,8 @@ def _tokens(n, t, vocab=11):
 
 ZOO = {
     "resnet": lambda w=4: (ResNet(w), _img(8, 8)),
+    "resnet_bottleneck": lambda w=2: (BottleneckResNet(w), _img(8, 8)),
+    "densenet": lambda w=4: (DenseNet(w), _img(8, 8)),
     "vgg": lambda w=4: (VGG([w, "M", 2 * w, "M", 2 * w], 2, 4 * w), _img(8, 8)),
     "mobilenet_v2": lambda w=4: (MobileNetV2(w), _img(8, 16)),
     "mobilenet_v3": lambda w=4: (MobileNetV3(w), _img(8, 16)),

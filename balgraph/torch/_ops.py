@@ -25,6 +25,7 @@ PASS_FUNCTIONS = {
 }
 PASS_METHODS = {"relu", "relu_", "abs", "neg", "contiguous", "clone", "detach", "float", "double",
                 "half", "bfloat16", "to", "type_as", "type", "cpu", "cuda", "requires_grad_"}
+MOVES = {torch.roll, "roll", torch.flip, "flip"}  # entries move; with no unit dims, units pass
 POOL_FUNCTIONS = {
     F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3, F.avg_pool1d: 1, F.avg_pool2d: 2,
     F.avg_pool3d: 3, F.adaptive_avg_pool1d: 1, F.adaptive_avg_pool2d: 2, F.adaptive_avg_pool3d: 3,
@@ -177,7 +178,8 @@ class OpRules:
             if fn in (torch.cat, torch.concat, torch.concatenate, torch.stack):
                 return self.concat(node)
             return NotImplemented
-        if (method and fn in PASS_METHODS) or (not method and fn in PASS_FUNCTIONS):
+        if (method and fn in PASS_METHODS) or (not method and fn in PASS_FUNCTIONS) or (
+                fn in MOVES and not first.dims):
             return first
         if fn in RESHAPES:
             out = reshape(first, in_shape, out_shape)
@@ -201,6 +203,8 @@ class OpRules:
             return out if out is not None else self.opaque(node, "advanced indexing", True)
         if fn in SPLITS:
             return self.split(node, first, in_shape)
+        if fn in MOVES:
+            return self.move_entries(node, first, in_shape)
         if fn in POOL_FUNCTIONS:
             k = POOL_FUNCTIONS[fn]
             spatial = range(2, len(in_shape)) if k < 0 else range(len(in_shape) - k, len(in_shape))
@@ -213,6 +217,24 @@ class OpRules:
                 return first
             return self.opaque(node, "padding with a non-zero constant")
         return NotImplemented
+
+    def move_entries(self, node: fx.Node, val: Val, shape: tuple) -> Val:
+        """``roll``/``flip`` move entries along some dims: the unit array moves the same way."""
+        units = val.units
+        if node.target in (torch.roll, "roll"):
+            shifts, dims = arg(node, 1, "shifts"), arg(node, 2, "dims", None)
+            if dims is None:  # rolls the flattened tensor
+                return self.collapse(val, shape, val.dims)
+            shifts, dims = ((shifts,), (dims,)) if isinstance(dims, int) else (tuple(shifts), tuple(dims))
+            for k, d in zip(shifts, dims):
+                if d % len(shape) in val.dims:
+                    units = np.roll(units, k, axis=val.dims.index(d % len(shape)))
+        else:
+            dims = arg(node, 1, "dims")
+            for d in (dims,) if isinstance(dims, int) else dims:
+                if d % len(shape) in val.dims:
+                    units = np.flip(units, axis=val.dims.index(d % len(shape)))
+        return Val(np.ascontiguousarray(units), val.dims, val.const)
 
     def repeat(self, node, val: Val, in_shape, out_shape):
         val = shifted(val, len(out_shape) - len(in_shape))
