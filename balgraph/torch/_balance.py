@@ -205,11 +205,13 @@ class ImbalanceReport:
     ``layers`` lists per module: units, ``in_cost`` and ``out_cost`` summed over its units
     (eq. 8.1 holds when they are equal), ``deficit = in − out`` and ``relative = (in − out)/(in + out)``.
     ``unit_imbalance`` is ``(P − N)/(P + N)`` per free variable (eq. 5.8; a tie group counts once).
+    ``units`` is the network's :class:`UnitReport` (which units are free, what fixed the others).
     """
 
     p: float
     layers: list = field(default_factory=list)
     unit_imbalance: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    units: object = None
 
     @property
     def max_imbalance(self) -> float:
@@ -270,7 +272,7 @@ def imbalance_report(model: torch.nn.Module, p: float = 2.0, example_inputs=None
         a, b = float(agg(in_cost[units])), float(agg(out_cost[units]))
         layers.append(dict(name=lm.name, units=int(units.size), in_cost=a, out_cost=b,
                            deficit=a - b, relative=(a - b) / (a + b) if a + b > 0 else 0.0))
-    return ImbalanceReport(p=p, layers=layers, unit_imbalance=np.asarray(r))
+    return ImbalanceReport(p=p, layers=layers, unit_imbalance=np.asarray(r), units=network.report)
 
 
 def _max_imbalance(pb: Problem) -> np.ndarray:
