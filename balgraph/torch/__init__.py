@@ -1,11 +1,14 @@
 """PyTorch adapter: balance ``torch.nn`` models in place (optional: needs torch).
 
 ``to_problem`` traces a model with torch.fx into a :class:`balgraph.Problem` (one unit per
-neuron or channel) and a :class:`TorchNetwork` that maps units and edges back to parameter
-entries; ``balance_`` rescales the parameters (and an optimizer's state) in place;
-``BalanceEvery`` balances during training; ``imbalance_report`` monitors balance.
-``SynapticScaling`` is a homeostatic (function-changing) contrast to balancing, and
-``load_balance_report`` monitors how equally hidden units are used.
+channel of every parametrized op: Linear, Conv, BatchNorm, the affine outputs of LayerNorm /
+RMSNorm / GroupNorm, attention value channels, layer scales, embeddings; residual streams are tie
+groups) and a :class:`TorchNetwork` that maps units and edges back to parameter entries;
+``balance_`` rescales the parameters (and an optimizer's state) in place, after checking every
+new value; ``BalanceEvery`` balances during training; ``imbalance_report`` monitors balance.
+``TorchNetwork.report`` (a :class:`UnitReport`) says in one line how many units are free and what
+fixed the others. ``SynapticScaling`` is a homeostatic (function-changing) contrast to
+balancing, and ``load_balance_report`` monitors how equally hidden units are used.
 
 Examples
 --------

@@ -102,11 +102,12 @@ class TorchNetwork:
     def groups(self) -> list[np.ndarray]:
         """The free variables by structure: arrays of unit indices (a tie group is one)."""
         free = np.flatnonzero(~self.fixed)
-        labels = np.array([-1 if self.tie[k] is None else self.tie[k] for k in free])
-        out = [free[labels == -1][k:k + 1] for k in range(int((labels == -1).sum()))]
-        for lab in np.unique(labels[labels >= 0]):
-            out.append(free[labels == lab])
-        return out
+        labels = np.array([-1 if self.tie[k] is None else self.tie[k] for k in free], dtype=np.int64)
+        out = list(free[labels == -1].reshape(-1, 1))
+        tied = labels >= 0
+        order = np.argsort(labels[tied], kind="stable")
+        _, starts = np.unique(labels[tied][order], return_index=True)
+        return out + np.split(free[tied][order], starts[1:]) if tied.any() else out
 
     # ---------------------------------------------------------------- structure (cached)
     def _structure(self) -> dict:
