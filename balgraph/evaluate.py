@@ -251,9 +251,11 @@ def _evaluate_directions(problem, reg, u, basis, before: float) -> Evaluation:
 def channel_mask(problem: Problem, reg: MaxNorm) -> np.ndarray:
     """The edges that count in a channel's size at ``p = ∞`` (a boolean mask over edges).
 
-    Zero weights and, for ``MaxNorm(biases="exclude")``, edges out of bias units are left out.
+    Zero weights are left out of ``max |w|`` but count as the value 0 in ``max w − min w``
+    (torch.ao's range of a tensor's channel); with ``biases="exclude"`` edges out of bias units
+    are left out.
     """
-    keep = problem.weight != 0
+    keep = problem.weight != 0 if reg.range == "absmax" else np.ones(problem.n_edges, dtype=bool)
     if reg.biases == "exclude":
         keep &= ~(np.asarray(problem.roles) == "bias")[problem.src]
     return keep
@@ -287,10 +289,10 @@ def max_sides(problem: Problem, reg: MaxNorm | None = None, u=None) -> tuple[np.
     src, dst = problem.src[edges], problem.dst[edges]
     if u is not None:
         law = law + problem.edge_log_scale(u)[edges]
-    positive = problem.weight[edges] > 0
+    sign = np.sign(problem.weight[edges])
     sv, dv = problem.var[src], problem.var[dst]
     moved = sv != dv
-    return tuple(segment_log_range(law[side], positive[side], seg[side], problem.n_vars, reg.range)
+    return tuple(segment_log_range(law[side], sign[side], seg[side], problem.n_vars, reg.range)
                  for seg, side in ((dv, moved & (dv >= 0)), (sv, moved & (sv >= 0))))
 
 

@@ -137,18 +137,21 @@ def log_abs(w):
         return xp.log(xp.abs(w))
 
 
-def segment_log_range(log_abs, positive, seg, n: int, kind: str = "absmax") -> np.ndarray:
+def segment_log_range(log_abs, sign, seg, n: int, kind: str = "absmax") -> np.ndarray:
     """Per segment ``k``, the log of a channel's size for cross-layer equalization, from the
-    values ``v_e = ±exp(log_abs_e)`` (sign ``positive``) with ``seg[e] = k``: ``log max |v|``
+    values ``v_e = sign_e · exp(log_abs_e)`` with ``seg[e] = k``: ``log max |v|``
     (``kind="absmax"``: AIMET, Brevitas) or ``log(max v − min v)`` (``"minmax"``: torch.ao's
-    range). ``-inf`` for an empty segment or a zero range. Exact in the log domain.
+    range, where a zero entry counts as the value 0). ``-inf`` for an empty segment or a zero
+    range. Exact in the log domain.
 
     Examples
     --------
-    >>> v = np.array([3.0, -1.0, 2.0, 5.0])
-    >>> out = segment_log_range(np.log(np.abs(v)), v > 0, np.array([0, 0, 1, 1]), 2, "minmax")
-    >>> np.exp(out).round(12).tolist()   # 3 − (−1), 5 − 2
-    [4.0, 3.0]
+    >>> v = np.array([3.0, -1.0, 2.0, 5.0, -2.0, 0.0])
+    >>> seg = np.array([0, 0, 1, 1, 2, 2])
+    >>> with np.errstate(divide="ignore"):
+    ...     out = segment_log_range(np.log(np.abs(v)), np.sign(v), seg, 3, "minmax")
+    >>> np.exp(out).round(12).tolist()   # 3 − (−1), 5 − 2, 0 − (−2)
+    [4.0, 3.0, 2.0]
     """
     def extreme(ufunc, mask, fill):
         out = np.full(n, fill)
@@ -157,7 +160,7 @@ def segment_log_range(log_abs, positive, seg, n: int, kind: str = "absmax") -> n
 
     if kind == "absmax":
         return extreme(np.maximum, np.ones(seg.shape, dtype=bool), -np.inf)
-    pos, neg = positive, ~positive
+    pos, neg = sign >= 0, sign <= 0  # a zero, log_abs = -inf, is the lower end of either sign
     return log_range(extreme(np.maximum, pos, -np.inf), extreme(np.minimum, pos, np.inf),
                      extreme(np.maximum, neg, -np.inf), extreme(np.minimum, neg, np.inf))
 

@@ -84,6 +84,23 @@ def test_fixed_point_of_the_peers_iteration(kind, seed):
     np.testing.assert_allclose(relu_net(W, b, x), relu_net(mats, biases, x), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("kind", ["absmax", "minmax"])
+def test_zero_entries_count_as_values_in_the_range(kind):
+    """torch.ao's range is over a tensor's entries, zeros included: a channel [0, 0, 2] has range 2."""
+    mats, biases = chain(8)
+    rng = np.random.default_rng(8)
+    for W in mats:
+        W[rng.random(W.shape) < 0.4] = 0.0
+        W[np.arange(W.shape[0]), np.arange(W.shape[0]) % W.shape[1]] += 1.0  # no empty row,
+        W[np.arange(W.shape[1]) % W.shape[0], np.arange(W.shape[1])] += 1.0  # no empty column
+        W[0, 1:] = 0.0
+        W[0, 0] = abs(W[0, 0]) + 0.5  # a channel with one positive entry and zeros
+    W, b, _ = cle(mats, biases, kind)
+    W_ref, b_ref = peer_cle(mats, biases, kind)
+    for ours, ref in zip(W + b, W_ref + b_ref):
+        np.testing.assert_allclose(ours, ref, rtol=1e-10)
+
+
 @pytest.mark.parametrize("depth,left", [(3, 1e-3), (8, 1e-3)])
 def test_one_pass_leaves_a_gap_that_the_exact_solve_closes(depth, left):
     """AIMET's single pass over the pairs leaves channels unbalanced on deeper chains."""

@@ -65,7 +65,7 @@ class _Channels:
     after the reduction, so a part stores ``law`` and the other end's index only.
     """
 
-    def __init__(self, law, positive, sv, dv, cols: np.ndarray, n_vars: int, kind: str):
+    def __init__(self, law, signs, sv, dv, cols: np.ndarray, n_vars: int, kind: str):
         local = np.full(n_vars + 1, -1, dtype=np.int64)  # index n_vars: fixed units
         local[cols] = np.arange(cols.size)
         self.cols, self.kind, self.n = cols, kind, cols.size
@@ -76,7 +76,7 @@ class _Channels:
             seg = local[own][mine]
             parts = []
             for sel in ([np.ones(seg.size, dtype=bool)] if kind == "absmax"
-                        else [positive[mine], ~positive[mine]]):
+                        else [signs[mine] >= 0, signs[mine] <= 0]):  # a zero is the low end of both
                 idx = np.flatnonzero(sel)
                 order = idx[np.argsort(seg[idx], kind="stable")]
                 counts = np.bincount(seg[order], minlength=self.n)
@@ -140,13 +140,13 @@ class MaxBalance(Method):
         sv, dv = (np.where(problem.var[x] < 0, nv, problem.var[x]) for x in (problem.src[edges], problem.dst[edges]))
         moved = sv != dv
         unmoved_max = float(np.max(law[~moved], initial=-np.inf))  # edges no rescaling changes
-        law, sv, dv, positive = law[moved], sv[moved], dv[moved], problem.weight[edges][moved] > 0
+        law, sv, dv, sign = law[moved], sv[moved], dv[moved], np.sign(problem.weight[edges][moved])
         blocks = []
         if nv:
             adj = problem.variable_graph
             lev, acyclic = levels(adj, ground=nv)
             labels = lev if acyclic else colouring(symmetric(adj[:nv, :nv]), run.seed)
-            blocks = [_Channels(law, positive, sv, dv, c, nv, reg.range) for c in classes_of(labels)]
+            blocks = [_Channels(law, sign, sv, dv, c, nv, reg.range) for c in classes_of(labels)]
         uu = np.zeros(nv + 1)  # u, then 0 for the fixed units
         monitor = Monitor(run, unit="sweep", total=budget, desc="balgraph max_balance")
 
