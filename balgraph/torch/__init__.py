@@ -9,6 +9,8 @@ new value; ``BalanceEvery`` balances during training; ``imbalance_report`` monit
 ``TorchNetwork.report`` (a :class:`UnitReport`) says in one line how many units are free and what
 fixed the others. ``SynapticScaling`` is a homeostatic (function-changing) contrast to
 balancing, and ``load_balance_report`` monitors how equally hidden units are used.
+Cross-layer equalization for quantization is ``balance_(model, float("inf"), x, range="minmax")``
+(or ``"absmax"``) after ``fold_batchnorm``.
 
 Examples
 --------
@@ -31,6 +33,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
     ) from exc
 
 from ._balance import BalanceEvery, ImbalanceReport, balance_, imbalance_report, to_graph, to_problem
+from ._fold import fold_batchnorm
 from ._homeostasis import HiddenLayer, SynapticScaling, hidden_layers, layer_mean_activations, load_balance_report
 from ._maps import LayerMap
 from ._network import TorchNetwork
@@ -48,6 +51,7 @@ __all__ = [
     "UnitReport",
     "UnsupportedOpWarning",
     "balance_",
+    "fold_batchnorm",
     "hidden_layers",
     "imbalance_report",
     "layer_mean_activations",

@@ -41,13 +41,14 @@ def _check_p(p) -> float:
 
 def _regularizer(p: float, regularizer: Regularizer | None, range: str | None,  # noqa: A002
                  biases: str | None) -> Regularizer:
-    """``regularizer=``, or ``p`` with CLE's ``range=`` / ``biases=`` (p = ∞ only)."""
+    """``regularizer=``, or ``p`` with CLE's ``range=`` / ``biases=`` (p = ∞ only; as in CLE,
+    biases stay out of the ranges unless ``biases="include"``)."""
     if range is None and biases is None:
         return as_regularizer(p, regularizer)
     if regularizer is not None or not math.isinf(p):
         raise OptionError("range= and biases= choose how p=inf measures a channel (MaxNorm): pass"
                           " p=float('inf') and no regularizer")
-    return MaxNorm(range or "absmax", biases=biases or "include")
+    return MaxNorm(range or "absmax", biases=biases or "exclude")
 
 
 def _channel_range(reg: Regularizer) -> str:
@@ -150,10 +151,12 @@ def balance_(
     regularizer : Regularizer, optional
         Another cost (:class:`balgraph.ElasticNet`, :class:`balgraph.MaxNorm`, ...).
     range, biases : str, optional
-        At ``p = ∞``, shorthand for ``regularizer=MaxNorm(range, biases=biases)``: channels
-        measured by ``max |w|`` (``"absmax"``, default; AIMET, Brevitas) or ``max w − min w``
-        (``"minmax"``; torch.ao), biases counted (``"include"``, default) or not
-        (``"exclude"``, as CLE). :func:`equalize_` is CLE with its defaults.
+        Cross-layer equalization (CLE) at ``p = ∞``: shorthand for
+        ``regularizer=MaxNorm(range, biases=biases)``, channels measured by ``max |w|``
+        (``"absmax"``, default; AIMET, Brevitas) or ``max w − min w`` (``"minmax"``; torch.ao),
+        biases rescaled but left out of the ranges (``"exclude"``, default here, as in CLE) or
+        counted (``"include"``, the default of plain ``p=inf``: the limit of eq. 5.8). Fold
+        BatchNorm first (:func:`fold_batchnorm`), as DFQ does.
     **solve_options
         Passed to :func:`balgraph.solve` (``method``, ``tol``, ``max_iter``, ...).
 
