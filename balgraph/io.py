@@ -319,7 +319,10 @@ class NetworkFile:
         from .result import BalanceResult
 
         fmt = detect_format(path, format)
-        per_edge = weights.weight_array if isinstance(weights, BalanceResult) else np.asarray(weights, dtype=np.float64)
+        result = isinstance(weights, BalanceResult)
+        # a result's per-edge array is formed only for graph files: layer files take its matrices
+        per_edge = None if result and fmt not in ("graphml", "gml") else \
+            weights.weight_array if result else np.asarray(weights, dtype=np.float64)
         if fmt in ("graphml", "gml"):
             if fmt == "graphml" and isinstance(self.source, GraphMLData):
                 self.source.with_weights(per_edge, self.weight_attr).write(path, show_progress=show_progress)
@@ -329,7 +332,7 @@ class NetworkFile:
         if not self.problem.dense:
             raise NetworkError(f"only networks built from layer matrices can be written as {fmt};"
                                " write a general graph as .graphml or .gml")
-        mats, biases = layers_of(weights) if isinstance(weights, BalanceResult) else layers_of(self.problem, per_edge)
+        mats, biases = layers_of(weights) if result else layers_of(self.problem, per_edge)
         if fmt in MODEL_FORMATS and isinstance(self.source, LayerChain):
             self.source.write(path, mats, biases, fmt, show_progress=show_progress)
         elif fmt == "npz":
