@@ -46,12 +46,16 @@ def compute(*values) -> tuple:
 
     Lists, tuples and dicts are searched (as ``dask.compute`` does); anything else passes
     through. Without a Dask collection nothing is imported and ``values`` come back as given.
+    The graph is not optimized (no fusion), so that a key always names the same task.
     """
     if not any_lazy(values):
         return values
     import dask
 
-    return tuple(dask.compute(*values))
+    # Unoptimized: Dask would fuse a shared intermediate (|W|^p read by two mat-vecs) in one call
+    # and not in the next, sending one key with two task specs to a distributed scheduler
+    # (dask/dask#9888); balgraph's graphs are small and already one task per chunk and step.
+    return tuple(dask.compute(*values, optimize_graph=False))
 
 
 def lazy_module():

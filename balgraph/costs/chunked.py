@@ -34,6 +34,17 @@ def block_stats(W) -> tuple:
     return A.max(), da.where(A > 0, A, np.inf).min(), A.max(axis=1) > 0, A.max(axis=0) > 0
 
 
+def _scaled_power(W: np.ndarray, top: float, p: float, storage) -> np.ndarray:
+    """``(|W| / top)^p`` of one chunk, in float64 then ``storage``."""
+    A = np.abs(W, dtype=np.float64) if W.dtype != np.float64 else np.abs(W)
+    A /= top
+    if p == 2.0:
+        np.multiply(A, A, out=A)
+    elif p != 1.0:
+        np.power(A, p, out=A)
+    return A.astype(storage, copy=False)
+
+
 class DaskBatch(Batch):
     """Blocks of one shape held as Dask arrays (see the module docstring); build with :meth:`build_all`."""
 
@@ -43,7 +54,7 @@ class DaskBatch(Batch):
     def build_all(cls, groups: list, p: float, c, storage, persist: bool) -> list:
         """One batch per list of items in ``groups``, set up in one round trip (and one persist)."""
         stats = compute(*[[block_stats(it[0]) for it in items] for items in groups])
-        batches = [cls(items, p, c, storage, s) for items, s in zip(groups, stats)]
+        batches = [cls(items, p, c, storage, s, persist) for items, s in zip(groups, stats)]
         if persist:
             import dask
 
@@ -53,7 +64,7 @@ class DaskBatch(Batch):
                 b.blocks = [next(done) for _ in b.blocks]
         return batches
 
-    def __init__(self, items, p: float, c, storage, stats):
+    def __init__(self, items, p: float, c, storage, stats, persist: bool = False):
         da = lazy_module()
         storage = np.dtype(storage)
         a, rows, cols, blocks = np.zeros(len(items)), [], [], []
@@ -63,9 +74,9 @@ class DaskBatch(Batch):
             if np.isfinite(low) and -p * np.log(low) > _LOG_RANGE[storage]:
                 raise RangeExceeded(f"{name}: |w|^p spans {-p * np.log10(low):.0f} decades, more than a"
                                     f" {storage.name} block holds")
-            A = da.absolute(W).astype(np.float64) / top
-            A = A * A if p == 2.0 else A if p == 1.0 else A ** p
-            blocks.append(A.astype(storage) if storage != np.float64 else A)
+            # its own key names: a persisted Â and one recomputed per pass are different tasks
+            blocks.append(da.map_blocks(_scaled_power, W, top, p, storage, dtype=storage,
+                                        token="balgraph-stored-power" if persist else "balgraph-power"))
             a[k] = p * np.log(top)
             rows.append(np.asarray(row_nz, dtype=bool))
             cols.append(np.asarray(col_nz, dtype=bool))
