@@ -138,7 +138,8 @@ def solve(
     reg = reg.bind(problem.edge_data)
     m = _pick_method(method, problem, reg)
     opts = m.options(**options)
-    active = None if isinstance(reg, MaxNorm) else reg.active(problem.n_edges)
+    # a per-edge mask only when some edge may cost nothing (a layer chain on Dask has no per-edge array)
+    active = None if isinstance(reg, MaxNorm) or reg.all_active() else reg.active(problem.n_edges)
     solvable = ensure_finite_optimum(problem, unreachable, active=None if active is None or active.all() else active)
     start = time.perf_counter()
     if solvable.n_vars:

@@ -11,6 +11,7 @@ log domain so that weights spanning 1e-300..1e300 neither overflow nor underflow
 from __future__ import annotations
 
 import abc
+import numbers
 
 import numpy as np
 
@@ -40,6 +41,10 @@ class Regularizer(abc.ABC):
     def active(self, m: int) -> np.ndarray:
         """Edges whose cost is not identically zero (zero coefficients play no role)."""
         return np.ones(m, dtype=bool)
+
+    def all_active(self) -> bool:
+        """Whether every edge has a cost, known without a per-edge array (:meth:`active` all True)."""
+        return True
 
     def power(self) -> float | None:
         """``p`` when every edge costs ``b_e |w_e|^p`` (one power, any coefficients), else None."""
@@ -169,6 +174,10 @@ class PowerSum(Regularizer):
         terms = np.stack([np.broadcast_to(lb + p * base, base.shape) for p, lb in parts])
         log_p = np.log([p for p, _ in parts])[:, None]
         return tuple(np.logaddexp.reduce(terms + k * log_p, axis=0) for k in range(3))
+
+    def all_active(self) -> bool:
+        scalars = [b for b in self.terms.values() if isinstance(b, numbers.Real)]
+        return len(scalars) == len(self.terms) and any(b > 0 for b in scalars)
 
     def active(self, m: int) -> np.ndarray:
         out = np.zeros(m, dtype=bool)
