@@ -20,7 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["is_lazy", "any_lazy", "compute", "lazy_module", "DASK_HINT"]
+import numpy as np
+
+__all__ = ["is_lazy", "any_lazy", "compute", "lazy_module", "ChunkGrid", "DASK_HINT"]
 
 DASK_HINT = 'pip install "balgraph[dask]"'
 
@@ -65,3 +67,53 @@ def lazy_module():
     except ImportError:  # pragma: no cover - a Dask array was met, so Dask is installed
         raise ImportError(f"Dask arrays need dask[array]: {DASK_HINT}") from None
     return dask.array
+
+
+def _chunk_product(A: np.ndarray, v: np.ndarray, transpose: bool, exact: bool) -> np.ndarray:
+    """``A v`` (``v A`` when ``transpose``) of one chunk, as float64 (float32 storage: summed in
+    float64 when ``exact``, in float32 otherwise)."""
+    if A.dtype != v.dtype:
+        if exact:
+            A = A.astype(np.float64)
+        else:
+            v = v.astype(A.dtype)
+    y = v @ A if transpose else A @ v
+    return y.astype(np.float64, copy=False)
+
+
+def _total(*parts: np.ndarray) -> np.ndarray:
+    return np.sum(parts, axis=0) if len(parts) > 1 else parts[0]
+
+
+def _joined(*parts: np.ndarray) -> np.ndarray:
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+class ChunkGrid:
+    """A Dask matrix as its grid of chunks, for mat-vecs of few tasks.
+
+    ``Â v``: one task per chunk (its piece of ``v`` is sent with it), one per row of chunks to add
+    the pieces when the columns are cut, one to join the rows: the partial results that move
+    between workers are vectors, never chunks.
+    """
+
+    def __init__(self, A):
+        import dask
+
+        self.delayed = dask.delayed
+        self.grid = A.to_delayed(optimize_graph=False)  # chunk (i, j): Delayed, no computation
+        self.cuts = [np.cumsum((0,) + tuple(c)) for c in A.chunks]
+
+    def product(self, v, transpose: bool = False, exact: bool = True):
+        """``Â v`` (``v Â`` when ``transpose``) as a Delayed vector; ``v`` is a NumPy vector or a
+        Delayed one (sliced lazily)."""
+        delayed = self.delayed
+        rows, cols = self.cuts
+        inner, outer = (rows, cols) if transpose else (cols, rows)
+        pieces = [v[a:b] for a, b in zip(inner[:-1], inner[1:])]
+        out = []
+        for k in range(len(outer) - 1):
+            parts = [delayed(_chunk_product, pure=True)(self.grid[(j, k) if transpose else (k, j)], piece,
+                                                        transpose, exact) for j, piece in enumerate(pieces)]
+            out.append(parts[0] if len(parts) == 1 else delayed(_total, pure=True)(*parts))
+        return out[0] if len(out) == 1 else delayed(_joined, pure=True)(*out)

@@ -349,9 +349,11 @@ def _on_workers(seed, sizes, rows):
             for k, (n, m) in enumerate(zip(sizes, sizes[1:]))]
 
 
-@pytest.mark.parametrize("storage, warmup", [(None, 10), ("float64", 0)])
-def test_cluster_matches_numpy(client, storage, warmup):
+@pytest.mark.parametrize("storage, warmup, sent", [(None, 10, False), ("float64", 0, False), (None, 2, True)])
+def test_cluster_matches_numpy(client, storage, warmup, sent):
     mats = _on_workers(1, [60, 90, 90, 70, 5], 40)
+    if sent:  # NumPy arrays wrapped by da.from_array on the driver, shipped with the graphs
+        mats = [da.from_array(np.asarray(W), chunks=(25, 30)) for W in mats]
     res = balgraph.solve(balgraph.Problem.from_layers(mats), storage=storage, warmup=warmup)
     host = [np.asarray(W) for W in mats]  # gathered for the reference only
     ref = balgraph.solve(balgraph.Problem.from_layers(host))

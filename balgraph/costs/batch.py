@@ -138,8 +138,8 @@ def products(jobs) -> list:
     The products of deferred batches (Dask blocks) are evaluated together, in one round trip.
     """
     out = [(b.rmv if t else b.mv)(V, exact, sel) for b, t, V, exact, sel in jobs]
-    if any(job[0].deferred for job in jobs):
-        out = list(compute(*out))
+    if any(job[0].deferred for job in jobs):  # a deferred batch gives one expression per block
+        out = [np.stack(v) if isinstance(v, (list, tuple)) else v for v in compute(*out)]
     return out
 
 

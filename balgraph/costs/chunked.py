@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import RangeExceeded
-from ..lazy import compute, lazy_module
+from ..lazy import ChunkGrid, compute, lazy_module
 from .batch import _LOG_RANGE, Batch
 
 __all__ = ["DaskBatch", "block_stats"]
@@ -62,6 +62,8 @@ class DaskBatch(Batch):
             done = iter(dask.persist(*flat))
             for b in batches:
                 b.blocks = [next(done) for _ in b.blocks]
+        for b in batches:
+            b.cells = [ChunkGrid(A) for A in b.blocks]
         return batches
 
     def __init__(self, items, p: float, c, storage, stats, persist: bool = False):
@@ -83,21 +85,12 @@ class DaskBatch(Batch):
         self.blocks, self.storage = blocks, storage
         self._index(np, items, c, a, np.stack(rows), np.stack(cols))
 
-    def _products(self, vectors, sel: slice, transpose: bool, exact: bool):
-        da = lazy_module()
-        parts = []
-        for A, v in zip(self.blocks[sel], vectors):
-            if A.dtype != v.dtype:
-                if exact:
-                    A = A.astype(np.float64)
-                else:
-                    v = v.astype(A.dtype)
-            y = v @ A if transpose else A @ v
-            parts.append(y.astype(np.float64) if y.dtype != np.float64 else y)
-        return da.stack(parts)
+    def _products(self, vectors, sel: slice, transpose: bool, exact: bool) -> list:
+        return [cells.product(v, transpose, exact) for cells, v in zip(self.cells[sel], vectors)]
 
     def mv(self, V, exact: bool = True, sel: slice = slice(None)):
-        """``Â_b @ V_b`` for the blocks ``sel``: a Dask expression ``(len(sel), n_out)``.
+        """``Â_b @ V_b`` for the blocks ``sel``: one Dask expression per block (stacked to
+        ``(len(sel), n_out)`` by :func:`~balgraph.costs.batch.products` once computed).
 
         Float32 storage: chunks are summed in float64 when ``exact``, in float32 otherwise.
         """

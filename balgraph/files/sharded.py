@@ -141,6 +141,7 @@ def read_chunked(path: str | os.PathLike, chunks="auto", *, sharded: bool = Fals
             src = TensorSlices(shard, name, shape, code, start + int(info["data_offsets"][0]))
             token = f"{os.path.abspath(shard)}:{stamp.st_mtime_ns}:{stamp.st_size}:{name}"
             arrays[name] = da.from_array(src, chunks=chunks if len(shape) == 2 else -1, lock=False, fancy=False,
+                                         inline_array=True,
                                          name=f"safetensors-{_digest(token)}",
                                          meta=np.empty((0,) * len(shape), dtype=src.dtype))
     if weight_map is not None:

@@ -28,7 +28,7 @@ from ..backend import module_of, to_host
 from ..checks import check_choice
 from ..errors import NoFiniteOptimumError, name_some
 from ..graphs import merged_adjacency, reachable
-from ..lazy import compute, is_lazy, lazy_module
+from ..lazy import ChunkGrid, compute, is_lazy, lazy_module
 from .problem import Problem
 
 __all__ = ["Diagnosis", "diagnose", "ensure_finite_optimum"]
@@ -117,10 +117,14 @@ def _take(state: np.ndarray, units: np.ndarray) -> np.ndarray:
     return state[units].astype(np.float64)
 
 
-def _or_at(state: np.ndarray, units: np.ndarray, reached) -> np.ndarray:
+def _or_at(state: np.ndarray, units: np.ndarray, sums) -> np.ndarray:
     out = state.copy()
-    out[units] |= np.asarray(reached, dtype=bool)
+    out[units] |= np.asarray(sums) > 0
     return out
+
+
+def _abs_product(W: np.ndarray, v: np.ndarray, transpose: bool) -> np.ndarray:
+    return v @ np.abs(W) if transpose else np.abs(W) @ v
 
 
 class _Visit:
@@ -150,10 +154,12 @@ class _LazyVisit(_Visit):
         return self.delayed(state.copy())
 
     def step(self, state, W, src, dst, transpose: bool):
-        v = self.da.from_delayed(self.delayed(_take)(state, src), shape=(src.size,), dtype=np.float64)
-        A = self.da.absolute(W) if is_lazy(W) else np.abs(W)
-        reached = (v @ A if transpose else A @ v) > 0
-        return self.delayed(_or_at)(state, dst, reached)
+        v = self.delayed(_take)(state, src)
+        if is_lazy(W):
+            sums = ChunkGrid(self.da.absolute(W)).product(v, transpose)
+        else:
+            sums = self.delayed(_abs_product)(W, v, transpose)
+        return self.delayed(_or_at)(state, dst, sums)
 
 
 def _dense_reach(problem: Problem):
