@@ -145,6 +145,7 @@ def main(argv=None) -> int:
     parser.add_argument("--widths", default="1024,2048,2048,2048,2048,10", help="layer widths, input first")
     parser.add_argument("--rows", type=int, default=512, help="rows per chunk (chunks span all columns)")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--workers", default="0,1,2", help="runs: 0 for Dask's threads, n for n worker processes")
     parser.add_argument("--out", help="also write the table to this file")
     args = parser.parse_args(argv)
 
@@ -175,7 +176,7 @@ def main(argv=None) -> int:
         assert dx < 1e-8, f"{name}: the potentials differ from NumPy's by {dx}"
 
     ref_x = None
-    for workers in (0, 1, 2):
+    for workers in (int(w) for w in args.workers.split(",")):
         with contextlib.nullcontext() if workers == 0 else _cluster(workers):
             mats = _chain(widths, args.rows)
             if ref_x is None:
