@@ -244,7 +244,7 @@ def _write_model(path, fmt, mats, biases, like: LayerChain | str | os.PathLike |
     w_names, b_names = _default_names(len(mats))
     b_names = [name if b is not None else None for name, b in zip(b_names, biases)]
     names = [n for pair in zip(w_names, b_names) for n in pair if n is not None]
-    chain = LayerChain(os.fspath(path), fmt, [str(k) for k in range(len(mats))], w_names, b_names, list(mats),
+    chain = LayerChain("", fmt, [str(k) for k in range(len(mats))], w_names, b_names, list(mats),  # read from no file
                        list(biases), dict.fromkeys(names, "float64"), names)
     chain.write(path, mats, biases, fmt, show_progress=show_progress)
 

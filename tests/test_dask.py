@@ -271,6 +271,23 @@ def _read_dir_one(path):
     return load_file(path)
 
 
+def test_lazy_results_written_as_files_without_a_source(tmp_path, no_gathering):
+    pytest.importorskip("safetensors")
+    from safetensors.numpy import load_file
+
+    mats, biases = _chain(12, [5, 8, 3])
+    res = balgraph.solve(balgraph.Problem.from_layers(_lazy(mats, 4), _lazy(biases, 4)))
+    ref = balgraph.solve(balgraph.Problem.from_layers(mats, biases))
+    bio.write_network(res, tmp_path / "m.safetensors.index.json")
+    bio.write_network(res, tmp_path / "m.safetensors")
+    assert sorted(os.listdir(tmp_path)) == ["m-00001-of-00001.safetensors", "m.safetensors", "m.safetensors.index.json"]
+    for file in ("m-00001-of-00001.safetensors", "m.safetensors"):
+        got = load_file(tmp_path / file)
+        assert sorted(got) == ["0.bias", "0.weight", "1.weight"] and got["1.weight"].dtype == np.float64
+        np.testing.assert_allclose(got["1.weight"], ref.layer_weights()[1], rtol=1e-12)
+        np.testing.assert_allclose(got["0.bias"], ref.layer_biases()[0], rtol=1e-12)
+
+
 def test_bfloat16_and_float16_files_and_their_limits(tmp_path, no_gathering):
     torch = pytest.importorskip("torch")
     from safetensors.torch import load_file, save_file
@@ -397,3 +414,11 @@ def test_cluster_reads_and_writes_sharded_files(client, tmp_path):
     for k, W in zip((0, 2, 4), ref.layer_weights()):
         np.testing.assert_allclose(got[f"net.{k}.weight"], W.astype(np.float32), rtol=2.5e-7)
     np.testing.assert_allclose(got["net.2.bias"], ref.layer_biases()[1].astype(np.float32), rtol=2.5e-7)
+    # the command line, on the same cluster by its address
+    cli_out = tmp_path / "cli"
+    cli_out.mkdir()
+    assert main(["solve", str(index), "--scheduler", client.scheduler.address,
+                 "-o", str(cli_out / "c.safetensors.index.json")]) == 0
+    by_cli = _read_dir(cli_out)
+    for name, value in got.items():
+        np.testing.assert_allclose(by_cli[name], value, rtol=2.5e-7)

@@ -2,11 +2,12 @@
 
 A :class:`DaskBatch` is a :class:`~balgraph.costs.batch.Batch` whose blocks are Dask arrays
 (on the workers of a cluster, or read chunk-wise from files). It keeps the model's contract
-(``|W|^p = e^{a_b} Â_b``, ``max Â_b = 1``) with ``Â_b = (|W_b| / top_b)^p`` as a Dask
-expression over the caller's chunks, and its mat-vecs ``Â_b v`` and ``Â_bᵀ u`` are Dask
-expressions too: :func:`~balgraph.costs.batch.products` evaluates those of a cost evaluation or
-of a Hessian product together, in one ``dask.compute``. The driver sends the small vectors and
-gets back one vector per block side; the weights never leave the workers.
+(``|W|^p = e^{a_b} Â_b``, ``max Â_b = 1``) with ``Â_b = (|W_b| / top_b)^p`` as one task per
+chunk of the caller's matrix, and its mat-vecs ``Â_b v`` and ``Â_bᵀ u`` are task graphs over
+those chunks (:class:`~balgraph.lazy.ChunkGrid`: one task per chunk, with its piece of the
+vector): :func:`~balgraph.costs.batch.products` evaluates those of a cost evaluation, a Hessian
+product or a sweep phase together, in one ``dask.compute``. The driver sends the small vectors
+and gets back one vector per block side; the weights never leave the workers.
 
 ``Â`` is either recomputed from the chunks on each pass (``persist=False``: memory is that of
 the input; a file-backed chain is re-read) or computed once and persisted on the workers in the

@@ -204,7 +204,8 @@ def write_lazy(chain, path: str | os.PathLike, matrices, biases, *,
     files = _shard_files(chain, p, names)
     base = os.path.dirname(p)
     inputs = {os.path.abspath(os.path.join(os.path.dirname(chain.path), f)) for f in (chain.shards or {}).values()}
-    inputs.add(os.path.abspath(chain.path))
+    if chain.path:  # the file the chain was read from (none for a chain made to be written)
+        inputs.add(os.path.abspath(chain.path))
     written: list[str] = []
     by_file: dict = {}
     for name in names:
