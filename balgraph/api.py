@@ -16,7 +16,7 @@ import numpy as np
 from .backend import check_device
 from .checks import check_count, check_seed, check_tol
 from .errors import ConvergenceWarning, OptionError, RangeWarning
-from .evaluate import evaluate, imbalance
+from .evaluate import channel_mask, evaluate, imbalance
 from .model import Problem, WeightSpec, as_problem, ensure_finite_optimum
 from .regularizers import MaxNorm, Regularizer, as_regularizer
 from .result import BalanceResult
@@ -138,9 +138,11 @@ def solve(
     reg = reg.bind(problem.edge_data)
     m = _pick_method(method, problem, reg)
     opts = m.options(**options)
-    # a per-edge mask only when some edge may cost nothing (a layer chain on Dask has no per-edge array)
-    active = None if isinstance(reg, MaxNorm) or reg.all_active() else reg.active(problem.n_edges)
-    solvable = ensure_finite_optimum(problem, unreachable, active=None if active is None or active.all() else active)
+    if isinstance(reg, MaxNorm):
+        active = None if reg.biases == "include" else channel_mask(problem, reg)
+    else:
+        active = None if reg.all_active() else reg.active(problem.n_edges)
+    solvable = ensure_finite_optimum(problem, unreachable, active=active)
     start = time.perf_counter()
     if solvable.n_vars:
         out = m.solve(solvable, reg, run, opts)

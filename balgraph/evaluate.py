@@ -17,12 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backend import module_of, to_host
-from .kernels import logsumexp, relative_imbalance, scatter_logsumexp
+from .kernels import (abs_extremes, logsumexp, power_products, relative_imbalance, scatter_logsumexp,
+                      segment_log_range)
 from .lazy import compute, is_lazy, lazy_module
 from .model import DenseBlock, Problem
 from .regularizers import MaxNorm, Regularizer
 
-__all__ = ["Evaluation", "evaluate", "imbalance"]
+__all__ = ["Evaluation", "evaluate", "imbalance", "max_sides", "channel_mask", "channel_edges"]
 
 # log of the largest float64 and of the smallest normal one: beyond them a weight is inf or
 # loses digits on its way to 0.
@@ -58,9 +59,14 @@ class _Sums:
 
 
 def _dense_reductions(b: DenseBlock, p: float, x, y):
-    """What the report needs of a layer matrix ``A = (|W|/top)^p``: ``(top, min nonzero |W|/top,
-    A e^{y−max y}, e^{x−max x} A, row sums, rows and columns with a nonzero)``, or None for a zero
-    block. Host values, or Dask expressions for a Dask block (nothing is computed)."""
+    """What the report needs of a layer matrix, with ``A = (|W|/top)^p``: ``(top, min nonzero
+    |W|/top, A e^{y−max y}, e^{x−max x} A, row sums of A, rows and columns with a nonzero)``, or
+    None for a zero block; only the first two when some ``|w|^p`` would underflow (the block
+    then goes edge by edge).
+
+    NumPy and CuPy: two reads of the block by row chunks (no block-sized temporary), its
+    extremes, then ``|W|^p`` times two columns per side. Dask: expressions, nothing computed.
+    """
     W = b.weight
     if not b.n_edges:
         return None
@@ -76,17 +82,17 @@ def _dense_reductions(b: DenseBlock, p: float, x, y):
             A = A ** p
         return top, amin, A @ ey, ex @ A, A.sum(axis=1), mask.any(axis=1), mask.any(axis=0)
     xp = module_of(W)
-    A = xp.abs(xp.asarray(W)).astype(np.float64)
-    top = float(to_host(A.max())) if A.size else 0.0
+    top, amin = abs_extremes(W)
     if top == 0.0:
         return None
-    A /= top
-    mask = A > 0
-    amin = float(to_host(A.min(where=mask, initial=np.inf) if xp is np else xp.where(mask, A, np.inf).min()))
-    if p != 1.0:
-        A **= p
-    return (top, amin, to_host(A @ xp.asarray(ey)), to_host(xp.asarray(ex) @ A), to_host(A.sum(axis=1)),
-            to_host(mask.any(axis=1)), to_host(mask.any(axis=0)))
+    amin /= top
+    if p * np.log(amin) < _LOG_TINY + 30.0:
+        return top, amin, None, None, None, None, None
+    R, C = power_products(W, p, top, right=xp.asarray(np.stack([ey, np.ones_like(y)], axis=1)),
+                          left=xp.asarray(np.stack([ex, np.ones_like(x)])))
+    r_in, r_before = to_host(R).T
+    r_out, c_before = to_host(C)
+    return top, amin, r_in, r_out, r_before, r_before > 0, c_before > 0
 
 
 def _inside_variable(b: DenseBlock, problem: Problem) -> bool:
@@ -100,8 +106,10 @@ def _dense_block(b: DenseBlock, p: float, coef: float, x, y, reduced, problem: P
     edge by edge."""
     if reduced is None or float(reduced[0]) == 0.0:
         return True
-    top, amin, r_in, r_out, r_before, nz_rows, nz_cols = (np.asarray(v) for v in reduced)
-    top, amin = float(top), float(amin)
+    top, amin = float(reduced[0]), float(reduced[1])
+    if p * np.log(amin) < _LOG_TINY + 30.0:  # some |w|^p would underflow: edge by edge
+        return False
+    r_in, r_out, r_before, nz_rows, nz_cols = (np.asarray(v) for v in reduced[2:])
     with np.errstate(divide="ignore"):
         l_in, l_out, l_before = np.log(r_in), np.log(r_out), np.log(r_before)
     # A sum that left float64's normal range lost digits (or reads as a dead side): such blocks
@@ -117,7 +125,8 @@ def _dense_block(b: DenseBlock, p: float, coef: float, x, y, reduced, problem: P
     _add(sums.log_out, b.in_units, np.log(p) + log_out + np.log(problem.degree[b.in_units]))
     sums.costs_after.append(logsumexp(log_in))
     sums.costs_before.append(logsumexp(a + l_before))
-    # the balanced weights |w| e^{(x_r + y_s)/p} lie between these bounds
+    # the balanced weights |w| e^{(x_r + y_s)/p} lie between these bounds; the exact lowest is
+    # computed only when the bound reaches below float64's normal range
     log_top = np.log(top) + (x.max() + y.max()) / p
     log_low = np.log(top * amin) + (x.min() + y.min()) / p
     if log_top > _LOG_MAX:
@@ -131,7 +140,7 @@ def _dense_block(b: DenseBlock, p: float, coef: float, x, y, reduced, problem: P
 def _low_exact(xp, W, x, y, p) -> float:
     """``min log |w'|`` over the nonzero entries of a block (only when the bound says it may underflow)."""
     with np.errstate(divide="ignore"):
-        L = xp.log(xp.abs(xp.asarray(W)).astype(np.float64))
+        L = xp.log(xp.abs(xp.asarray(W)).astype(np.float64, copy=False))
     L += xp.asarray(x / p)[:, None]
     L += xp.asarray(y / p)[None, :]
     return float(to_host(xp.where(xp.isfinite(L), L, np.inf).min()))
@@ -150,31 +159,46 @@ def _add(acc, index, values):
 def _edges(problem: Problem, reg: Regularizer, un, sums: _Sums, start: int, stop: int, block) -> None:
     """Add the edges ``start:stop`` of a block, edge by edge in the log domain."""
     src, dst = block.edge_ends()
-    w = block.host_weights()
-    with np.errstate(divide="ignore"):
-        law = np.log(np.abs(w))
+    if len(problem.blocks) == 1:
+        law = problem.log_abs_weight  # cached on the problem
+    else:
+        with np.errstate(divide="ignore"):
+            law = np.log(np.abs(block.host_weights()))
     c_src = problem.degree[src]
     t = un[dst] - c_src * un[src]
-    sub = reg.restrict(np.arange(start, stop))
-    lphi, l1, _ = sub.edge_terms(law, t)
-    lphi0 = sub.edge_terms(law, np.zeros_like(t))[0]
+    p, coef = reg.power(), reg.uniform_coefficient()
+    if p is not None and coef is not None:  # L_p, one coefficient: the three terms directly
+        lphi0 = p * law + np.log(coef) if coef > 0 else np.full(law.shape, -np.inf)
+        lphi = lphi0 + p * t
+        l1 = lphi + np.log(p)
+    else:
+        sub = reg.restrict(np.arange(start, stop))
+        lphi, l1, _ = sub.edge_terms(law, t)
+        lphi0 = sub.edge_terms(law, np.zeros_like(t))[0]
     sums.costs_after.append(logsumexp(lphi))
     sums.costs_before.append(logsumexp(lphi0))
     var = problem.var
     vi, vj = var[dst], var[src]
     inside = (vi == vj) & (vi >= 0)
-    if inside.any():
+    if not inside.any():
+        sums.log_in = np.logaddexp(sums.log_in, scatter_logsumexp(l1, dst, problem.n_nodes))
+        l1c = l1 if np.all(problem.degree == 1.0) else l1 + np.log(c_src)
+        sums.log_out = np.logaddexp(sums.log_out, scatter_logsumexp(l1c, src, problem.n_nodes))
+    else:
         gamma = 1.0 - c_src[inside]
         lg = np.log(np.abs(np.where(gamma == 0, 1.0, gamma)))
         vals = np.where(gamma == 0, -np.inf, l1[inside] + lg)
         pos, neg = gamma > 0, gamma < 0
         sums.var_in = np.logaddexp(sums.var_in, scatter_logsumexp(vals[pos], vi[inside][pos], problem.n_vars))
         sums.var_out = np.logaddexp(sums.var_out, scatter_logsumexp(vals[neg], vi[inside][neg], problem.n_vars))
-    keep = ~inside
-    sums.log_in = np.logaddexp(sums.log_in, scatter_logsumexp(l1[keep], dst[keep], problem.n_nodes))
-    sums.log_out = np.logaddexp(sums.log_out, scatter_logsumexp(l1[keep] + np.log(c_src[keep]), src[keep], problem.n_nodes))
-    with np.errstate(divide="ignore"):
-        logw = law + t
+        keep = ~inside
+        sums.log_in = np.logaddexp(sums.log_in, scatter_logsumexp(l1[keep], dst[keep], problem.n_nodes))
+        sums.log_out = np.logaddexp(sums.log_out, scatter_logsumexp(l1[keep] + np.log(c_src[keep]), src[keep],
+                                                                    problem.n_nodes))
+    logw = law + t
+    if not (float(logw.max(initial=-np.inf)) > _LOG_MAX or float(np.min(logw, where=np.isfinite(law),
+                                                                        initial=np.inf)) < _LOG_TINY):
+        return
     nzw = np.isfinite(law)
     if np.any(logw[nzw] > _LOG_MAX):
         e = int(np.flatnonzero(nzw & (logw > _LOG_MAX))[0])
@@ -196,7 +220,7 @@ def evaluate(problem: Problem, reg: Regularizer, u: np.ndarray, reference: Probl
     """
     reference = problem if reference is None else reference
     if isinstance(reg, MaxNorm):
-        return _evaluate_max(problem, u, reference)
+        return _evaluate_max(problem, reg, u, reference)
     u = np.asarray(u, dtype=np.float64)
     un = problem.node_potentials(u)
     if problem.share is not None:
@@ -263,26 +287,60 @@ def _evaluate_directions(problem, reg, u, basis, before: float) -> Evaluation:
     return Evaluation(relative_imbalance(lp, ln), before, logsumexp(lphi))
 
 
-def _evaluate_max(problem: Problem, u, reference: Problem) -> Evaluation:
-    G = problem.G.tocsr()
-    w = problem.weight
-    nz = (w != 0) & (np.diff(G.indptr) > 0)
+def channel_mask(problem: Problem, reg: MaxNorm) -> np.ndarray:
+    """The edges that count in a channel's size at ``p = ∞`` (a boolean mask over edges).
+
+    Zero weights are left out of ``max |w|`` but count as the value 0 in ``max w − min w``
+    (torch.ao's range of a tensor's channel); with ``biases="exclude"`` edges out of bias units
+    are left out.
+    """
+    keep = problem.weight != 0 if reg.range == "absmax" else np.ones(problem.n_edges, dtype=bool)
+    if reg.biases == "exclude":
+        keep &= ~(np.asarray(problem.roles) == "bias")[problem.src]
+    return keep
+
+
+def channel_edges(problem: Problem, reg: MaxNorm) -> tuple[np.ndarray, np.ndarray]:
+    """The indices of :func:`channel_mask`'s edges and their ``log |w|``."""
+    edges = np.flatnonzero(channel_mask(problem, reg))
     with np.errstate(divide="ignore"):
-        law = np.log(np.abs(w))
-    t = G @ np.asarray(u, dtype=np.float64)
-    csc = G[np.flatnonzero(nz)].tocsc()
-    lw = (law + t)[np.flatnonzero(nz)]
-    col = np.repeat(np.arange(problem.n_vars), np.diff(csc.indptr))
-    sides = []
-    for sign in (1.0, -1.0):
-        keep = csc.data * sign > 0
-        vals = np.full(problem.n_vars, -np.inf)
-        np.maximum.at(vals, col[keep], lw[csc.indices[keep]])
-        sides.append(vals)
-    r = relative_imbalance(*sides)
-    after = float(np.max(np.where(w != 0, law + t, -np.inf), initial=-np.inf))
-    with np.errstate(divide="ignore"):
-        before = float(np.log(np.max(np.abs(reference.weight), initial=0.0)))
+        return edges, np.log(np.abs(problem.weight[edges]))
+
+
+def max_sides(problem: Problem, reg: MaxNorm | None = None, u=None) -> tuple[np.ndarray, np.ndarray]:
+    """Log-size of every free variable's incoming and outgoing channel at potentials ``u``.
+
+    The size is ``max |w|`` or ``max w − min w`` over the side's edges (``reg.range``), weights
+    rescaled by ``u``; ``-inf`` for an empty side. Edges inside one variable, zero weights and,
+    with ``biases="exclude"``, bias edges are left out.
+
+    Examples
+    --------
+    >>> import numpy as np, balgraph
+    >>> pb = balgraph.Problem.from_layers([np.array([[4.0, -5.0]]), np.array([[1.0], [3.0]])])
+    >>> [np.exp(side).round(12).tolist() for side in max_sides(pb)]
+    [[5.0], [3.0]]
+    >>> [np.exp(side).round(12).tolist() for side in max_sides(pb, balgraph.MaxNorm("minmax"))]
+    [[9.0], [2.0]]
+    """
+    reg = MaxNorm() if reg is None else reg
+    edges, law = channel_edges(problem, reg)
+    src, dst = problem.src[edges], problem.dst[edges]
+    if u is not None:
+        law = law + problem.edge_log_scale(u)[edges]
+    sign = np.sign(problem.weight[edges])
+    sv, dv = problem.var[src], problem.var[dst]
+    moved = sv != dv
+    return tuple(segment_log_range(law[side], sign[side], seg[side], problem.n_vars, reg.range)
+                 for seg, side in ((dv, moved & (dv >= 0)), (sv, moved & (sv >= 0))))
+
+
+def _evaluate_max(problem: Problem, reg: MaxNorm, u, reference: Problem) -> Evaluation:
+    r = relative_imbalance(*max_sides(problem, reg, u))
+    edges, law = channel_edges(problem, reg)
+    after = float(np.max(law + problem.edge_log_scale(u)[edges], initial=-np.inf))
+    _, law_before = channel_edges(reference, reg)
+    before = float(np.max(law_before, initial=-np.inf))
     return Evaluation(r, before, after)
 
 

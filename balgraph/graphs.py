@@ -20,18 +20,38 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import csgraph
 
-__all__ = ["merged_adjacency", "symmetric", "longest_path_levels", "levels", "colouring",
+__all__ = ["grouped_pairs", "merged_adjacency", "symmetric", "longest_path_levels", "levels", "colouring",
            "classes_of", "reachable"]
+
+
+def grouped_pairs(rows: np.ndarray, cols: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR structure of the distinct ``(row, col)`` pairs: ``(indptr, indices, entry)`` with
+    ``entry[e]`` the position of pair ``e`` in ``indices`` (sorted rows, sorted columns).
+
+    One sort of the keys ``row · n + col``; values summed per entry later cost one
+    ``bincount(entry, values)``, so a matrix whose values change keeps its structure.
+
+    >>> indptr, indices, entry = grouped_pairs(np.array([1, 0, 1]), np.array([0, 2, 0]), 3)
+    >>> indptr.tolist(), indices.tolist(), entry.tolist()
+    ([0, 1, 2, 2], [2, 0], [1, 0, 1])
+    """
+    key = rows.astype(np.int64) * n + cols
+    order = np.argsort(key)
+    sorted_key = key[order]
+    new = np.ones(sorted_key.size, dtype=bool)
+    new[1:] = sorted_key[1:] != sorted_key[:-1]
+    entry = np.empty(key.size, dtype=np.int64)
+    entry[order] = np.cumsum(new) - 1
+    uniq = sorted_key[new]
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(uniq // n, minlength=n))]).astype(np.int64)
+    return indptr, (uniq % n).astype(np.int64), entry
 
 
 def merged_adjacency(src: np.ndarray, dst: np.ndarray, n: int) -> sp.csr_matrix:
     """0/1 adjacency ``adj[a, b] = 1`` for an edge ``a -> b`` (duplicates merged, self-loops dropped)."""
     keep = src != dst
-    a, b = src[keep], dst[keep]
-    adj = sp.csr_matrix((np.ones(a.size), (a, b)), shape=(n, n))
-    adj.sum_duplicates()
-    adj.data[:] = 1.0
-    return adj
+    indptr, indices, _ = grouped_pairs(src[keep], dst[keep], n)
+    return sp.csr_matrix((np.ones(indices.size), indices, indptr), shape=(n, n))
 
 
 def symmetric(adj: sp.csr_matrix) -> sp.csr_matrix:
@@ -41,15 +61,20 @@ def symmetric(adj: sp.csr_matrix) -> sp.csr_matrix:
     return sym
 
 
-def longest_path_levels(adj: sp.csr_matrix) -> np.ndarray | None:
+def longest_path_levels(adj: sp.csr_matrix, skip: int | None = None) -> np.ndarray | None:
     """Longest-path depth of every node from the nodes without predecessors, or ``None`` on a cycle.
 
     Kahn's algorithm by rounds, vectorized: each round places every node whose predecessors
-    are all placed. Each level is an independent set (edges only go to deeper levels).
+    are all placed. Each level is an independent set (edges only go to deeper levels). The
+    node ``skip`` (the ground), if given, is left out with its edges (its level is 0).
     """
     n = adj.shape[0]
     indeg = np.bincount(adj.indices, minlength=n)
     level = np.full(n, -1, dtype=np.int64)
+    if skip is not None:
+        indeg -= np.bincount(adj.indices[adj.indptr[skip]:adj.indptr[skip + 1]], minlength=n)
+        level[skip] = 0
+        indeg[skip] = -1
     frontier = np.flatnonzero(indeg == 0)
     depth = 0
     while frontier.size:
@@ -57,6 +82,8 @@ def longest_path_levels(adj: sp.csr_matrix) -> np.ndarray | None:
         starts, stops = adj.indptr[frontier], adj.indptr[frontier + 1]
         lens = stops - starts
         hit = adj.indices[np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(lens.sum())]
+        if skip is not None:
+            hit = hit[hit != skip]
         indeg = indeg - np.bincount(hit, minlength=n)
         frontier = np.unique(hit[indeg[hit] == 0])
         depth += 1
@@ -71,8 +98,7 @@ def levels(adj: sp.csr_matrix, ground: int | None = None) -> tuple[np.ndarray, b
     the ground (an ordering, not an independent-set partition). Levels are numbered 0, 1, ...
     """
     n = adj.shape[0]
-    inner = adj if ground is None else _without(adj, ground)
-    lev = longest_path_levels(inner)
+    lev = longest_path_levels(adj, skip=ground)
     keep = np.ones(n, dtype=bool)
     if ground is not None:
         keep[ground] = False
@@ -84,13 +110,6 @@ def levels(adj: sp.csr_matrix, ground: int | None = None) -> tuple[np.ndarray, b
         dist = csgraph.shortest_path(adj, indices=ground, unweighted=True, directed=True)
     dist = np.where(np.isfinite(dist), dist, 0.0)[keep]
     return np.unique(dist.astype(np.int64), return_inverse=True)[1].astype(np.int64), False
-
-
-def _without(adj: sp.csr_matrix, node: int) -> sp.csr_matrix:
-    """``adj`` with the edges of ``node`` removed (the node stays, isolated)."""
-    coo = adj.tocoo()
-    keep = (coo.row != node) & (coo.col != node)
-    return sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=adj.shape)
 
 
 def colouring(sym: sp.csr_matrix, seed: int | None = 0, priority: np.ndarray | None = None) -> np.ndarray:

@@ -11,7 +11,6 @@ log domain so that weights spanning 1e-300..1e300 neither overflow nor underflow
 from __future__ import annotations
 
 import abc
-import numbers
 
 import numpy as np
 
@@ -43,7 +42,7 @@ class Regularizer(abc.ABC):
         return np.ones(m, dtype=bool)
 
     def all_active(self) -> bool:
-        """Whether every edge has a cost, known without a per-edge array (:meth:`active` all True)."""
+        """Whether every edge carries cost (no zero coefficient), without a per-edge array."""
         return True
 
     def power(self) -> float | None:
@@ -176,8 +175,7 @@ class PowerSum(Regularizer):
         return tuple(np.logaddexp.reduce(terms + k * log_p, axis=0) for k in range(3))
 
     def all_active(self) -> bool:
-        scalars = [b for b in self.terms.values() if isinstance(b, numbers.Real)]
-        return len(scalars) == len(self.terms) and any(b > 0 for b in scalars)
+        return all(isinstance(b, float) and b > 0 for b in self.terms.values())
 
     def active(self, m: int) -> np.ndarray:
         out = np.zeros(m, dtype=bool)
@@ -219,26 +217,44 @@ def ElasticNet(l1: float = 1.0, l2: float = 1.0) -> PowerSum:  # noqa: N802
 
 
 class MaxNorm(Regularizer):
-    """``p = ∞``: max-balancing, the fixed point of absmax cross-layer equalization (AIMET, Brevitas).
+    """``p = ∞``: max-balancing, the fixed point of cross-layer equalization.
 
-    Balance means ``max_IN |w| = max_OUT |w|`` for every free unit (the ``p → ∞`` limit of eq.
-    5.8); :mod:`balgraph.solvers.maxnorm` solves it. ``range="absmax"`` measures a channel by
-    its largest ``|w|`` (AIMET's and Brevitas' CLE).
+    Balance means that every free unit's incoming and outgoing channels have the same size
+    (the ``p → ∞`` limit of eq. 5.8 for ``range="absmax"``); :mod:`balgraph.solvers.maxnorm`
+    solves it.
+
+    Parameters
+    ----------
+    range : {"absmax", "minmax"}
+        How a channel is measured: ``max |w|`` (the ``p → ∞`` limit; AIMET's and Brevitas' CLE)
+        or ``max w − min w`` (torch.ao's ``_equalize``). Scaling a unit by ``λ`` multiplies
+        either size of its incoming channel by ``λ`` and of its outgoing one by ``1/λ``.
+    biases : {"include", "exclude"}
+        Whether bias edges count in a channel's size. They are rescaled either way; CLE
+        excludes them (biases are kept at a higher precision when quantized).
+
+    Examples
+    --------
+    >>> MaxNorm("minmax", biases="exclude")
+    MaxNorm(range='minmax', biases='exclude')
     """
 
     p = float("inf")
 
-    def __init__(self, range: str = "absmax"):  # noqa: A002 - the name CLE users know
-        self.range = check_choice(range, "range", ("absmax",))
+    def __init__(self, range: str = "absmax", biases: str = "include"):  # noqa: A002 - CLE's name
+        self.range = check_choice(range, "range", ("absmax", "minmax"))
+        self.biases = check_choice(biases, "biases", ("include", "exclude"))
 
     def __repr__(self) -> str:
-        return "MaxNorm()"
+        if self.range == "absmax" and self.biases == "include":
+            return "MaxNorm()"
+        return f"MaxNorm(range={self.range!r}, biases={self.biases!r})"
 
     def edge_terms(self, log_abs_w, t):
         raise OptionError("p=inf (max-balancing) has no per-edge cost terms: use method='max_balance'")
 
     def log_cost(self, log_abs_w: np.ndarray, t=0.0) -> float:
-        """``log max_e |w_e e^{t_e}|``: the cost that the max-balanced state minimizes."""
+        """``log max_e |w_e e^{t_e}|``: the largest weight, which the absmax balance minimizes."""
         v = log_abs_w + t
         return float(np.max(v, initial=-np.inf))
 

@@ -11,7 +11,6 @@ from strategies import exponents, networks
 import balgraph
 from balgraph import local as bl
 from balgraph.costs import LayeredCosts, LogDomainCosts
-from balgraph.costs.base import variable_graph
 from balgraph.errors import RangeExceeded
 from balgraph.graphs import colouring, symmetric
 from balgraph.regularizers import ElasticNet, Lp
@@ -185,7 +184,7 @@ def test_non_power_regularizer_converges_to_its_balance(method):
 @given(networks(kinds=("recurrent",), max_hidden=12), st.integers(0, 100))
 def test_colouring_classes_are_independent_and_cover(g, seed):
     pb = balgraph.compile_network(g)
-    adj = symmetric(variable_graph(pb)[:pb.n_vars, :pb.n_vars])
+    adj = symmetric(pb.variable_graph[:pb.n_vars, :pb.n_vars])
     colour = colouring(adj, seed)
     assert np.all(colour >= 0)
     coo = adj.tocoo()

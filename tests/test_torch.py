@@ -254,18 +254,36 @@ class Gelu(nn.Module):
         return self.c(torch.relu(self.b(nn.functional.gelu(self.a(x)))))
 
 
-def test_unsupported_op_warns_and_fixes_its_units():
+def test_known_nonhomogeneous_op_is_counted_not_warned():
     torch.manual_seed(3)
     net = _skewed(Gelu(), 3).double()
     x = torch.randn(6, 3, dtype=torch.float64)
     before, w_a = net(x), net.a.weight.detach().clone()
-    with pytest.warns(bt.UnsupportedOpWarning, match=r"'gelu'.*'a\[0\]'"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         res = bt.balance_(net, 2.0, x, tol=TOL)
+    assert str(res.info["units"]) == "5 of 9 units free; fixed by GELU ×4"
     torch.testing.assert_close(net(x), before, rtol=1e-10, atol=1e-12)
     assert torch.equal(net.a.weight, w_a)  # a's units kept scale 1
     assert res.problem.n_vars == 5  # only b's units are free
     inc = _cost(net.b.weight, 2).sum(1) + _cost(net.b.bias, 2)
     assert _rel(inc, _cost(net.c.weight, 2).sum(0)).max() < 1e-9
+
+
+def test_unsupported_op_warns_once_with_the_summary():
+    class Odd(Gelu):
+        def forward(self, x):
+            return self.c(torch.relu(self.b(torch.atan(self.a(x)) + torch.atan(self.a(x)))))
+
+    net = _skewed(Odd(), 3).double()
+    x = torch.randn(6, 3, dtype=torch.float64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = bt.balance_(net, 2.0, x, tol=TOL)
+    assert len(caught) == 1 and caught[0].category is bt.UnsupportedOpWarning
+    msg = str(caught[0].message)
+    assert "5 of 9 units free; fixed by unsupported op 'atan' ×4" in msg and "'atan' ×2" in msg
+    assert res.converged and res.problem.n_vars == 5
 
 
 def test_batchnorm_in_training_mode_warns():

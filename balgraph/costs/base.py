@@ -28,11 +28,10 @@ import numpy as np
 
 from ..backend import to_host
 from ..errors import RangeExceeded
-from ..graphs import merged_adjacency
 from ..kernels import lse, worst_of_gap
 from ..model import Problem
 
-__all__ = ["CostModel", "Hessian", "Point", "Sweeper", "RangeExceeded", "constant_cost", "gap_of", "variable_graph"]
+__all__ = ["CostModel", "Hessian", "Point", "Sweeper", "RangeExceeded", "constant_cost", "gap_of"]
 
 
 def constant_cost(problem: Problem, reg, edges: np.ndarray) -> float:
@@ -41,15 +40,6 @@ def constant_cost(problem: Problem, reg, edges: np.ndarray) -> float:
     if not idx.size:
         return -np.inf
     return float(lse(reg.restrict(idx).edge_terms(problem.log_abs_weight[idx], np.zeros(idx.size))[0]))
-
-
-def variable_graph(problem: Problem, keep: np.ndarray | None = None):
-    """The 0/1 adjacency between variables (and the ground, index ``n_vars``) over edges ``keep``
-    (default: the non-zero weights); tie groups are one node, every fixed unit is the ground."""
-    nv = problem.n_vars
-    node_of = np.where(problem.fixed, nv, problem.var)
-    keep = problem.weight != 0 if keep is None else keep
-    return merged_adjacency(node_of[problem.src[keep]], node_of[problem.dst[keep]], nv + 1)
 
 
 def gap_of(xp: ModuleType, log_p, log_n):

@@ -20,6 +20,8 @@ __all__ = ["Batch", "make_batches", "power_", "products"]
 
 # Largest log-range of |W|^p inside one stored block: e^575 ≈ 1e250 (float64), e^80 (float32).
 _LOG_RANGE = {np.dtype(np.float64): 575.0, np.dtype(np.float32): 80.0}
+# |w|^p within e^±COMFORT is stored as it is (no pass to normalize it)
+_COMFORT = {np.dtype(np.float64): 300.0, np.dtype(np.float32): 40.0}
 
 
 def power_(xp, a, p: float) -> None:
@@ -48,19 +50,21 @@ class Batch:
         a = np.zeros(nb)
         zeros = False
         for k, (W, _, _, name, _, _) in enumerate(items):
-            A[k] = xp.asarray(W)
-            xp.abs(A[k], out=A[k])
+            xp.abs(xp.asarray(W), out=A[k])
             top = float(A[k].max()) if A[k].size else 0.0
             top = top if top > 0.0 else 1.0
-            A[k] /= top
             low = float(A[k].min()) if A[k].size else 1.0
             if low == 0.0:  # zeros play no role (Remark 5.5): the range is over nonzero entries
                 zeros = True
-                low = float(xp.where(A[k] > 0, A[k], np.inf).min())
-            if np.isfinite(low) and -p * np.log(low) > _LOG_RANGE[np.dtype(storage)]:
-                raise RangeExceeded(f"{name}: |w|^p spans {-p * np.log10(low):.0f} decades, more than a"
-                                    f" {np.dtype(storage).name} block holds")
-            a[k] = p * np.log(top)
+                low = float(A[k].min(where=A[k] > 0, initial=np.inf) if xp is np
+                            else xp.where(A[k] > 0, A[k], np.inf).min())
+            if np.isfinite(low) and -p * np.log(low / top) > _LOG_RANGE[np.dtype(storage)]:
+                raise RangeExceeded(f"{name}: |w|^p spans {-p * np.log10(low / top):.0f} decades, more"
+                                    f" than a {np.dtype(storage).name} block holds")
+            # |w|^p as it is when it fits comfortably, else normalized by max |w|^p = e^a
+            if p * np.log(top) > _COMFORT[np.dtype(storage)] or (np.isfinite(low) and p * np.log(low) < -_COMFORT[np.dtype(storage)]):
+                A[k] /= top
+                a[k] = p * np.log(top)
         power_(xp, A, p)
         self.A, self.chunk = A, chunk
         row_nz = col_nz = None

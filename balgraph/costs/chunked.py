@@ -25,7 +25,7 @@ from ..errors import RangeExceeded
 from ..lazy import ChunkGrid, compute, lazy_module
 from .batch import _LOG_RANGE, Batch
 
-__all__ = ["DaskBatch", "block_stats"]
+__all__ = ["DaskBatch", "block_stats", "power_sums"]
 
 
 def block_stats(W) -> tuple:
@@ -33,6 +33,18 @@ def block_stats(W) -> tuple:
     da = lazy_module()
     A = da.absolute(W)
     return A.max(), da.where(A > 0, A, np.inf).min(), A.max(axis=1) > 0, A.max(axis=0) > 0
+
+
+def power_sums(W, p: float, axis: int):
+    """``log Σ |W|^p`` along ``axis`` of a Dask matrix, each row (column) shifted by its largest
+    ``|w|``: a Dask expression (:func:`balgraph.kernels.power_sums` for whole arrays)."""
+    da = lazy_module()
+    A = da.absolute(W).astype(np.float64)
+    m = A.max(axis=axis, keepdims=True)
+    m = da.where(m > 0, m, 1.0)
+    A = A / m
+    A = A * A if p == 2.0 else A if p == 1.0 else A ** p
+    return da.log(A.sum(axis=axis)) + p * da.log(m.ravel())
 
 
 def _scaled_power(W: np.ndarray, top: float, p: float, storage) -> np.ndarray:

@@ -37,6 +37,7 @@ from ..model import DenseBlock, Problem
 from ..regularizers import Regularizer
 from .base import CostModel, Hessian, Point, RangeExceeded, gap_of
 from .batch import make_batches, power_, products
+from .chunked import power_sums as lazy_power_sums
 
 __all__ = ["LayeredCosts", "LayeredPlan", "plan_layers"]
 
@@ -199,15 +200,16 @@ class LayeredCosts(CostModel):
         for W, gi, go, name, in_idx, out_idx in plan.blocks:
             self.total += int(W.shape[0]) * int(W.shape[1])
             self.lazy |= is_lazy(W)
-            A = W if is_lazy(W) else xp.asarray(W)  # a Dask block stays where it is
+            # a Dask block stays where it is: its sums are expressions, computed below
+            sums_of = lazy_power_sums if is_lazy(W) else lambda W, p, axis: power_sums(xp.asarray(W), p, axis)
             if go is not None and gi is None:
-                fixed_sides.append((self.fin, out_idx, power_sums(A, self.p, 1)))
+                fixed_sides.append((self.fin, out_idx, sums_of(W, self.p, 1)))
             elif gi is not None and go is None:
-                fixed_sides.append((self.fout, in_idx, power_sums(A, self.p, 0)))
+                fixed_sides.append((self.fout, in_idx, sums_of(W, self.p, 0)))
             elif gi is not None:
                 inner.append((W, gi, go, name, in_idx, out_idx))
             elif W.size:
-                fixed_sides.append((None, None, power_sums(A, self.p, 1)))
+                fixed_sides.append((None, None, sums_of(W, self.p, 1)))
         # blocks with a fixed side cost their row or column sums once (Dask blocks: one round trip)
         for (acc, idx, _), sums in zip(fixed_sides, compute(*[part for *_, part in fixed_sides])):
             sums = xp.asarray(sums)

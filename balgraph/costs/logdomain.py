@@ -22,7 +22,7 @@ from ..graphs import classes_of, colouring, levels, symmetric
 from ..kernels import logsumexp, segment_logsumexp
 from ..model import Problem
 from ..regularizers import Regularizer
-from .base import CostModel, Hessian, Point, Sweeper, constant_cost, gap_of, variable_graph
+from .base import CostModel, Hessian, Point, Sweeper, constant_cost, gap_of
 from .line import Columns, optimal_shift
 
 __all__ = ["LogDomainCosts"]
@@ -78,7 +78,7 @@ class LogDomainCosts(CostModel):
             if self.problem is None or self.basis is not None:
                 self._graph = (None, np.zeros(self.n, np.int64), True)
             else:
-                adj = variable_graph(self.problem)
+                adj = self.problem.variable_graph
                 self._graph = (adj, *levels(adj, ground=self.n))
         return self._graph
 

@@ -25,11 +25,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import array_module, sparse_module, to_host
-from ..graphs import classes_of, colouring, levels, symmetric
+from ..graphs import classes_of, colouring, grouped_pairs, levels, symmetric
 from ..kernels import lse, scatter_logsumexp
 from ..model import Problem
 from ..regularizers import Regularizer
-from .base import CostModel, Hessian, Point, RangeExceeded, Sweeper, constant_cost, gap_of, variable_graph
+from .base import CostModel, Hessian, Point, RangeExceeded, Sweeper, constant_cost, gap_of
 
 __all__ = ["SparseCosts"]
 
@@ -100,8 +100,20 @@ class SparseCosts(CostModel):
         self.has_odd = bool(odd.any())
         self.odd_vars = np.unique(vi[odd])
         reg_e = ~odd
-        self.e_rows = xp.asarray(np.where(vi[reg_e] < 0, n, vi[reg_e]).astype(np.int64))
-        self.e_cols = xp.asarray(np.where(vj[reg_e] < 0, n, vj[reg_e]).astype(np.int64))
+        rows = np.where(vi[reg_e] < 0, n, vi[reg_e]).astype(np.int64)
+        cols = np.where(vj[reg_e] < 0, n, vj[reg_e]).astype(np.int64)
+        # The structure of A once (one sort); a rebase only sums new costs per entry.
+        indptr, indices, entry = grouped_pairs(rows, cols, n + 1)
+        self.e_rows, self.e_cols, self.e_entry = xp.asarray(rows), xp.asarray(cols), xp.asarray(entry)
+        self.a_indptr, self.a_indices, self.nnz = xp.asarray(indptr), xp.asarray(indices), int(indices.size)
+        counts = np.diff(indptr)
+        row_of = np.repeat(np.arange(n + 1), counts)
+        vv = (row_of < n) & (indices < n)
+        self.vv = xp.asarray(np.flatnonzero(vv))
+        self.vv_indptr = xp.asarray(np.concatenate([[0], np.cumsum(np.bincount(row_of[vv], minlength=n))]))
+        self.vv_indices = xp.asarray(indices[vv])
+        self.has_in = xp.asarray(counts[:n] > 0)
+        self.has_out = xp.asarray(np.bincount(indices, minlength=n + 1)[:n] > 0)
         self.e_log_a = xp.asarray(log_a[reg_e])
         self.log_m = float(np.log(max(int(reg_e.sum()), 1)))
         self.base, self.la, self.u_b = -1, 0.0, np.zeros(n)
@@ -112,7 +124,7 @@ class SparseCosts(CostModel):
     # ------------------------------------------------------------------ structure
     def _graph(self):
         if self._levels is None:
-            adj = variable_graph(self.problem)
+            adj = self.problem.variable_graph
             self._adj = adj
             self._levels = levels(adj, ground=self.n)
         return self._levels
@@ -143,17 +155,13 @@ class SparseCosts(CostModel):
         self.u_b = xp.asarray(u, dtype=np.float64).copy()
         self.base += 1
         n = self.n
-        A = self.sp.csr_matrix((xp.exp(lphi - M), (self.e_rows, self.e_cols)), shape=(n + 1, n + 1))
-        A.sum_duplicates()
-        self.A = A
+        data = xp.bincount(self.e_entry, weights=xp.exp(lphi - M), minlength=self.nnz)
+        self.A = self.sp.csr_matrix((data, self.a_indices, self.a_indptr), shape=(n + 1, n + 1))
+        # the variable-to-variable couplings (the coarse matrix and the dense S)
+        self.A_vv = self.sp.csr_matrix((data[self.vv], self.vv_indices, self.vv_indptr), shape=(n, n))
         self.work += self.total
-        data = A.data[A.data > 0]
-        self.la = float(to_host(xp.abs(xp.log(data)).max())) if data.size else 0.0
-        self.has_in = xp.diff(A.indptr)[:n] > 0
-        self.has_out = xp.bincount(A.indices, minlength=n + 1)[:n] > 0
-        rows = A.tocoo().row
-        vv = (rows < n) & (A.indices < n)
-        self.vv_rows, self.vv_cols, self.vv = rows[vv], A.indices[vv], xp.flatnonzero(vv)
+        pos = data[data > 0]
+        self.la = float(to_host(xp.abs(xp.log(pos)).max())) if pos.size else 0.0
         self._subs = None
 
     def start(self, u):
@@ -264,27 +272,27 @@ class SparseHessian(Hessian):
         c.work += 2 * c.total
         return v - self.lt[:n] * a[:n] - self.rt[:n] * b[:n]
 
-    def _offdiag(self):
-        c = self.costs
-        return self.lt[c.vv_rows] * c.A.data[c.vv] * self.rt[c.vv_cols]
-
     def matrix(self) -> np.ndarray:
         import scipy.sparse as host_sp
 
         c, n = self.costs, self.n
-        rows, cols, vals = (to_host(a) for a in (c.vv_rows, c.vv_cols, self._offdiag()))
+        coo = c.A_vv.tocoo()
+        rows, cols = to_host(coo.row), to_host(coo.col)
+        vals = to_host(self.lt[coo.row] * coo.data * self.rt[coo.col])
         M = host_sp.coo_matrix((vals, (rows, cols)), shape=(n, n)).toarray()
         S = -(M + M.T)
         S[np.diag_indices(n)] += 1.0
         return S
 
     def coarse_matrix(self, w, levels, n_levels: int):
-        c, xp = self.costs, self.costs.xp
+        """``Wᵀ S W = diag(Σ_level w²) − C − Cᵀ`` with ``C = (L W)ᵀ A (R W)``: one sparse product."""
+        c, xp, n = self.costs, self.costs.xp, self.n
         lev = xp.asarray(levels)
-        rows, cols = c.vv_rows, c.vv_cols
-        pair = lev[rows] * n_levels + lev[cols]
-        vals = w[rows] * self._offdiag() * w[cols]
-        C = xp.bincount(pair, weights=vals, minlength=n_levels * n_levels).reshape(n_levels, n_levels)
+        indptr = xp.arange(n + 1)  # one entry per row: the level of the variable
+        Wl = c.sp.csr_matrix((self.lt[:n] * w, lev, indptr), shape=(n, n_levels))
+        Wr = c.sp.csr_matrix((self.rt[:n] * w, lev, indptr), shape=(n, n_levels))
+        C = (Wl.T @ (c.A_vv @ Wr)).toarray()
+        c.work += c.A_vv.nnz
         return xp.diag(xp.bincount(lev, weights=w * w, minlength=n_levels)) - C - C.T
 
 

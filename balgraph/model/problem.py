@@ -25,6 +25,7 @@ import scipy.sparse as sp
 from ..backend import module_of
 from ..checks import real_weights
 from ..errors import NetworkError
+from ..graphs import merged_adjacency
 from ..lazy import is_lazy
 from .blocks import DenseBlock, EdgeBlock
 from .units import assign_variables
@@ -265,6 +266,16 @@ class Problem:
         g.sum_duplicates()
         g.eliminate_zeros()
         return g
+
+    @cached_property
+    def variable_graph(self) -> sp.csr_matrix:
+        """0/1 adjacency between variables over the non-zero edges, ``(n_vars + 1)²``: tie groups
+        are one node and every fixed unit is the ground, index ``n_vars`` (built once, shared by
+        the structure check, the depth levels and the colourings)."""
+        nv = self.n_vars
+        node_of = np.where(self.fixed, nv, self.var)
+        keep = self.weight != 0
+        return merged_adjacency(node_of[self.src[keep]], node_of[self.dst[keep]], nv + 1)
 
     def edge_label(self, e: int) -> tuple:
         """The ``(j, i)`` label pair of edge ``e``."""

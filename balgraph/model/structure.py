@@ -23,11 +23,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.sparse import csgraph
 
 from ..backend import module_of, to_host
 from ..checks import check_choice
 from ..errors import NoFiniteOptimumError, name_some
 from ..graphs import merged_adjacency, reachable
+from ..kernels import nonzero_rows_cols
 from ..lazy import ChunkGrid, compute, is_lazy, lazy_module
 from .problem import Problem
 
@@ -74,11 +76,20 @@ def diagnose(problem: Problem, active: np.ndarray | None = None) -> Diagnosis:
     nv = problem.n_vars
     reach = _dense_reach(problem) if (active is None or np.all(active)) else None
     if reach is None:
-        node_of = np.where(problem.fixed, nv, problem.var)
-        keep = problem.weight != 0 if active is None else (problem.weight != 0) & active
-        adj = merged_adjacency(node_of[problem.src[keep]], node_of[problem.dst[keep]], nv + 1)
-        to_ground = reachable(adj.T.tocsr(), nv)[:nv]
-        from_ground = reachable(adj, nv)[:nv]
+        if active is None:
+            adj = problem.variable_graph
+        else:
+            node_of = np.where(problem.fixed, nv, problem.var)
+            keep = (problem.weight != 0) & active
+            adj = merged_adjacency(node_of[problem.src[keep]], node_of[problem.dst[keep]], nv + 1)
+        # Fast path: one strongly-connected-components pass; every variable in the ground's
+        # component is the common case (then nothing else is needed).
+        _, comp = csgraph.connected_components(adj, directed=True, connection="strong")
+        if np.all(comp[:nv] == comp[nv]):
+            to_ground = from_ground = np.ones(nv, dtype=bool)
+        else:
+            to_ground = reachable(adj.T.tocsr(), nv)[:nv]
+            from_ground = reachable(adj, nv)[:nv]
     else:
         to_ground, from_ground = reach
     bad_var = ~(to_ground & from_ground)
@@ -97,16 +108,25 @@ def diagnose(problem: Problem, active: np.ndarray | None = None) -> Diagnosis:
     )
 
 
-def _nonzero_matvec(W, v, transpose: bool):
-    """``(|W| @ v > 0)`` (or ``(v @ |W| > 0)``) for a 0/1 vector ``v``, by row chunks of ``|W|``."""
+def _reach_through(W, reached_in, reached_out, forward: bool):
+    """The units on the far side of a block that a nonzero entry joins to ``reached`` ones.
+
+    Forward: the rows with a nonzero entry in a reached column; backward: the columns with a
+    nonzero entry in a reached row. When every unit on the near side is reached (the common
+    case) that is just "the row (column) has a nonzero", one pass over a 0/1 copy of the block.
+    """
     xp = module_of(W)
+    near = reached_in if forward else reached_out
+    if near.all():
+        return nonzero_rows_cols(W)[0 if forward else 1]
     n_out, n_in = W.shape
     step = max(1, _CHUNK // max(n_in, 1))
-    if not transpose:
-        out = xp.zeros(n_out, dtype=bool)
+    v = xp.asarray(near, dtype=np.float64)
+    if forward:
+        out = np.zeros(n_out, dtype=bool)
         for r in range(0, n_out, step):
-            out[r:r + step] = (xp.abs(W[r:r + step]) @ v) > 0
-        return to_host(out)
+            out[r:r + step] = to_host((xp.abs(W[r:r + step]) @ v) > 0)
+        return out
     acc = xp.zeros(n_in)
     for r in range(0, n_out, step):
         acc += v[r:r + step] @ xp.abs(W[r:r + step])
@@ -128,17 +148,18 @@ def _abs_product(W: np.ndarray, v: np.ndarray, transpose: bool) -> np.ndarray:
 
 
 class _Visit:
-    """One block step of a reachability visit: ``state[dst] |= (|W| v > 0)`` with ``v = state[src]``."""
+    """One block step of a reachability visit: ``state[dst] |= (|W| v > 0)`` with ``v = state[src]``
+    (``v |W|`` when ``transpose``: the backward visit)."""
 
     def __init__(self, problem: Problem):
-        self.xp = problem.xp
+        pass
 
     def start(self, state: np.ndarray):
         return state
 
     def step(self, state, W, src, dst, transpose: bool):
-        reached = _nonzero_matvec(W, self.xp.asarray(state[src], dtype=np.float64), transpose)
-        state[dst] |= reached
+        near = state[src]
+        state[dst] |= _reach_through(W, None, near, False) if transpose else _reach_through(W, near, None, True)
         return state
 
 

@@ -42,74 +42,78 @@ by ``λ`` and ``λ^{-c}``, and CLE has no counterpart.
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
-from ..costs.base import variable_graph
 from ..graphs import classes_of, colouring, levels, symmetric
-from ..kernels import relative_imbalance
+from ..errors import NoFiniteOptimumError
+from ..evaluate import channel_edges
+from ..kernels import log_range, relative_imbalance
 from ..model import Problem
 from ..regularizers import MaxNorm, Regularizer
 from .base import Method, Monitor, Run, SolverOutput, register
 
-__all__ = ["MaxBalance", "max_sides"]
+__all__ = ["MaxBalance"]
 
 DEFAULT_SWEEPS = 10_000
 
 
-class _Block:
-    """The edges of a set of variables, split by side, for a vectorized segment max."""
+class _Channels:
+    """The channels of a set of variables that share no edge, sorted once by side, sign and
+    variable, so that each pass is one gather and one ``reduceat`` per part.
 
-    def __init__(self, G: sp.csc_matrix, cols: np.ndarray):
-        sub = G[:, cols].tocsc()
-        sub.sort_indices()
-        col = np.repeat(np.arange(cols.size), np.diff(sub.indptr))
-        self.cols = cols
-        self.rows = np.unique(sub.indices)
-        self.G_rows = G[self.rows].tocsr()
-        local = np.searchsorted(self.rows, sub.indices)
-        self.parts = []
-        for mask in (sub.data > 0, sub.data < 0):
-            order = np.lexsort((local[mask], col[mask]))
-            seg = col[mask][order]
-            self.parts.append((local[mask][order], np.searchsorted(seg, np.arange(cols.size))))
-
-    def log_maxima(self, law: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        vals = law[self.rows] + self.G_rows @ u
-        return tuple(np.maximum.reduceat(vals[idx], starts) for idx, starts in self.parts)
-
-
-def _reduced(problem: Problem, w: np.ndarray):
-    """``G`` restricted to the non-zero edges that touch a variable, and their ``log |w|``."""
-    full = problem.G.tocsr()
-    nz = np.flatnonzero((w != 0) & (np.diff(full.indptr) > 0))
-    with np.errstate(divide="ignore"):
-        law = np.log(np.abs(w[nz]))
-    return full[nz].tocsc(), law
-
-
-def max_sides(problem: Problem, u: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``log max_IN`` and ``log max_OUT`` of every free variable at potentials ``u`` (``-inf``
-    for an empty side). Edges inside one variable and zero weights are left out.
-
-    Examples
-    --------
-    >>> import numpy as np, balgraph
-    >>> pb = balgraph.Problem.from_layers([np.array([[4.0, -5.0]]), np.array([[1.0]])])
-    >>> [np.exp(side).round(12).tolist() for side in max_sides(pb)]
-    [[5.0], [1.0]]
+    With BiLU units an edge into variable ``k`` from ``j`` has log-weight ``law_e + u_k − u_j``
+    (``u = 0`` on fixed units): the ``u_k`` term is common to ``k``'s whole channel and is added
+    after the reduction, so a part stores ``law`` and the other end's index only.
     """
-    G, law = _reduced(problem, problem.weight)
-    if u is not None:
-        law = law + G @ np.asarray(u, dtype=np.float64)
-    out = []
-    csc = G.tocsc()
-    col = np.repeat(np.arange(problem.n_vars), np.diff(csc.indptr))
-    for sign in (1.0, -1.0):
-        keep = csc.data * sign > 0
-        vals = np.full(problem.n_vars, -np.inf)
-        np.maximum.at(vals, col[keep], law[csc.indices[keep]])
-        out.append(vals)
-    return out[0], out[1]
+
+    def __init__(self, law, signs, sv, dv, cols: np.ndarray, n_vars: int, kind: str):
+        local = np.full(n_vars + 1, -1, dtype=np.int64)  # index n_vars: fixed units
+        local[cols] = np.arange(cols.size)
+        self.cols, self.kind, self.n = cols, kind, cols.size
+        index = np.int32 if n_vars < 2**31 - 1 else np.int64
+        self.sides = []
+        for own, other, sign in ((dv, sv, -1.0), (sv, dv, 1.0)):
+            mine = local[own] >= 0
+            seg = local[own][mine]
+            parts = []
+            for sel in ([np.ones(seg.size, dtype=bool)] if kind == "absmax"
+                        else [signs[mine] >= 0, signs[mine] <= 0]):  # a zero is the low end of both
+                idx = np.flatnonzero(sel)
+                order = idx[np.argsort(seg[idx], kind="stable")]
+                counts = np.bincount(seg[order], minlength=self.n)
+                nonempty = counts > 0
+                starts = (np.cumsum(counts) - counts)[nonempty]
+                parts.append((law[mine][order], other[mine][order].astype(index), starts, nonempty,
+                              np.empty(order.size)))
+            self.sides.append((sign, parts))
+
+    def log_sizes(self, uu: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """``log size IN``, ``log size OUT`` of the variables at ``uu = [u, 0]``, and the largest
+        ``log |w|`` on their channels."""
+        out, largest = [], -np.inf
+        for sign, parts in self.sides:
+            ext, own = [], sign * uu[self.cols]
+            for law, other, starts, nonempty, buf in parts:
+                np.take(uu, other, out=buf)
+                (np.add if sign > 0 else np.subtract)(law, buf, out=buf)
+                hi, lo = np.full(self.n, -np.inf), np.full(self.n, np.inf)
+                if starts.size:
+                    hi[nonempty] = np.maximum.reduceat(buf, starts)
+                    if self.kind == "minmax":
+                        lo[nonempty] = np.minimum.reduceat(buf, starts)
+                largest = max(largest, float(np.max(hi - own, initial=-np.inf)))
+                ext += [hi, lo]
+            out.append((ext[0] if self.kind == "absmax" else log_range(*ext)) - own)
+        return out[0], out[1], largest
+
+
+def _refuse_empty_channels(problem: Problem, reg: MaxNorm, bad: np.ndarray) -> None:
+    """Refuse variables whose one channel has size 0: no rescaling balances them."""
+    units = [problem.nodes[i] for i in np.flatnonzero(np.isin(problem.var, bad[:5]))][:5]
+    why = "its counted weights are all zero" + (" or all equal" if reg.range == "minmax" else "")
+    why += " (bias edges are left out: biases='exclude')" if reg.biases == "exclude" else ""
+    raise NoFiniteOptimumError(
+        f"unit(s) {units!r} have an incoming or outgoing channel of size 0 under {reg!r}: {why}. No"
+        " rescaling balances them: fix them (fixed=...), or measure channels by range='absmax'")
 
 
 class MaxBalance(Method):
@@ -132,34 +136,47 @@ class MaxBalance(Method):
     def solve(self, problem: Problem, reg: Regularizer, run: Run, opts) -> SolverOutput:
         budget = DEFAULT_SWEEPS if run.max_iter is None else run.max_iter
         nv = problem.n_vars
-        G, law = _reduced(problem, problem.weight)
+        edges, law = channel_edges(problem, reg)
+        sv, dv = (np.where(problem.var[x] < 0, nv, problem.var[x]) for x in (problem.src[edges], problem.dst[edges]))
+        moved = sv != dv
+        unmoved_max = float(np.max(law[~moved], initial=-np.inf))  # edges no rescaling changes
+        law, sv, dv, sign = law[moved], sv[moved], dv[moved], np.sign(problem.weight[edges][moved])
         blocks = []
         if nv:
-            adj = variable_graph(problem)
+            adj = problem.variable_graph
             lev, acyclic = levels(adj, ground=nv)
             labels = lev if acyclic else colouring(symmetric(adj[:nv, :nv]), run.seed)
-            blocks = [_Block(G, c) for c in classes_of(labels)]
-        u = np.zeros(nv)
+            blocks = [_Channels(law, sign, sv, dv, c, nv, reg.range) for c in classes_of(labels)]
+        uu = np.zeros(nv + 1)  # u, then 0 for the fixed units
         monitor = Monitor(run, unit="sweep", total=budget, desc="balgraph max_balance")
 
-        def gap() -> float:
-            return float(np.max(np.abs(relative_imbalance(*max_sides(problem, u))), initial=0.0))
+        def sweep() -> None:
+            for b in blocks:
+                lin, lout, _ = b.log_sizes(uu)
+                uu[b.cols] += 0.5 * (lout - lin)
 
-        def log_max() -> float:
-            return float(np.max(law + G @ u, initial=-np.inf))
+        def measure(first: bool = False) -> tuple[float, float]:
+            """The largest relative gap and the largest log-weight at the current state."""
+            worst, largest = 0.0, unmoved_max
+            for b in blocks:
+                lin, lout, big = b.log_sizes(uu)
+                if first and np.any(empty := np.isneginf(lin) != np.isneginf(lout)):
+                    _refuse_empty_channels(problem, reg, b.cols[empty])
+                worst = max(worst, float(np.max(np.abs(relative_imbalance(lin, lout)), initial=0.0)))
+                largest = max(largest, big)
+            return worst, largest
 
-        worst, sweeps = gap(), 0
+        (worst, largest), sweeps = measure(first=True), 0
         try:
-            monitor.record(0, log_max(), worst, 0.0, lambda: u.copy())
+            monitor.record(0, largest, worst, 0.0, lambda: uu[:nv].copy())
             while worst > run.tol and sweeps < budget and not monitor.stopped:
                 sweeps += 1
-                for b in blocks:
-                    lin, lout = b.log_maxima(law, u)
-                    u[b.cols] += 0.5 * (lout - lin)
-                worst = gap()
-                monitor.record(sweeps, log_max(), worst, 2.0 * sweeps, lambda: u.copy())
+                sweep()
+                worst, largest = measure()
+                monitor.record(sweeps, largest, worst, 2.0 * sweeps, lambda: uu[:nv].copy())
         finally:
             monitor.close()
+        u = uu[:nv].copy()
         status = "done" if worst <= run.tol else "callback" if monitor.stopped else "max_iter"
         message = (f"every free variable max-balanced to {worst:.3g} <= tol={run.tol:g}" if status == "done"
                    else f"stopped after {sweeps} sweeps (max relative gap {worst:.3g})")

@@ -1,11 +1,16 @@
 """PyTorch adapter: balance ``torch.nn`` models in place (optional: needs torch).
 
 ``to_problem`` traces a model with torch.fx into a :class:`balgraph.Problem` (one unit per
-neuron or channel) and a :class:`TorchNetwork` that maps units and edges back to parameter
-entries; ``balance_`` rescales the parameters (and an optimizer's state) in place;
-``BalanceEvery`` balances during training; ``imbalance_report`` monitors balance.
-``SynapticScaling`` is a homeostatic (function-changing) contrast to balancing, and
-``load_balance_report`` monitors how equally hidden units are used.
+channel of every parametrized op: Linear, Conv, BatchNorm, the affine outputs of LayerNorm /
+RMSNorm / GroupNorm, attention value channels, layer scales, embeddings; residual streams are tie
+groups) and a :class:`TorchNetwork` that maps units and edges back to parameter entries;
+``balance_`` rescales the parameters (and an optimizer's state) in place, after checking every
+new value; ``BalanceEvery`` balances during training; ``imbalance_report`` monitors balance.
+``TorchNetwork.report`` (a :class:`UnitReport`) says in one line how many units are free and what
+fixed the others. ``SynapticScaling`` is a homeostatic (function-changing) contrast to
+balancing, and ``load_balance_report`` monitors how equally hidden units are used.
+Cross-layer equalization for quantization is ``balance_(model, float("inf"), x, range="minmax")``
+(or ``"absmax"``) after ``fold_batchnorm``.
 
 Examples
 --------
@@ -28,19 +33,25 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
     ) from exc
 
 from ._balance import BalanceEvery, ImbalanceReport, balance_, imbalance_report, to_graph, to_problem
+from ._fold import fold_batchnorm
 from ._homeostasis import HiddenLayer, SynapticScaling, hidden_layers, layer_mean_activations, load_balance_report
+from ._maps import LayerMap
 from ._network import TorchNetwork
-from ._trace import LayerMap, UnsupportedOpWarning
+from ._report import UnitReport
+from ._trace import FixedUnitsWarning, UnsupportedOpWarning
 
 __all__ = [
     "BalanceEvery",
+    "FixedUnitsWarning",
     "HiddenLayer",
     "ImbalanceReport",
     "LayerMap",
     "SynapticScaling",
     "TorchNetwork",
+    "UnitReport",
     "UnsupportedOpWarning",
     "balance_",
+    "fold_batchnorm",
     "hidden_layers",
     "imbalance_report",
     "layer_mean_activations",
