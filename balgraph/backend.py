@@ -1,11 +1,12 @@
-"""The array module behind the cost models: NumPy on the CPU, CuPy on a GPU.
+"""The array module behind the cost models: NumPy on the CPU, CuPy on a GPU (Dask for blocks).
 
 One code path serves both (in the spirit of ``cupy.get_array_module`` and POT's backends):
 the cost models of :mod:`balgraph.costs` take the module ``xp`` and call only functions that
 NumPy and CuPy share (``exp``, ``log``, ``logaddexp``, ``tanh``, ``bincount``, ``matmul``,
 sparse CSR mat-vecs through :func:`sparse_module`). Scalars stay on the device as 0-d arrays;
 :func:`to_host` is called only for convergence checks, so a GPU run makes one host round trip
-per check.
+per check. A Dask array's module is ``dask.array``: its blocks stay where their chunks live,
+and the cost models keep their per-unit vectors in NumPy (:mod:`balgraph.lazy`).
 """
 
 from __future__ import annotations
@@ -56,17 +57,23 @@ def array_module(device) -> ModuleType:
 
 
 def module_of(array) -> ModuleType:
-    """The module that owns ``array`` (``cupy`` for a CuPy array, else ``numpy``)."""
-    if type(array).__module__.split(".")[0] == "cupy":
+    """The module that owns ``array`` (``cupy`` for a CuPy array, ``dask.array`` for a Dask
+    array, else ``numpy``)."""
+    top = type(array).__module__.split(".")[0]
+    if top == "cupy":
         import cupy
 
         return cupy
+    if top == "dask":
+        import dask.array
+
+        return dask.array
     return np
 
 
 def device_of(array) -> str:
     """``"cuda"`` for a CuPy array, else ``"cpu"``."""
-    return "cuda" if module_of(array) is not np else "cpu"
+    return "cuda" if module_of(array).__name__ == "cupy" else "cpu"
 
 
 def sparse_module(xp: ModuleType) -> ModuleType:

@@ -16,9 +16,10 @@ import numpy as np
 
 from .backend import module_of, to_host
 from .errors import NetworkError, OptionError, name_some
+from .lazy import compute, is_lazy
 
 __all__ = ["shown", "positive_number", "check_p", "check_tol", "check_count", "check_seed", "check_choice",
-           "real_weights", "check_length", "check_indices", "check_labels"]
+           "real_weights", "ensure_finite", "check_length", "check_indices", "check_labels"]
 
 
 def shown(value, limit: int = 40) -> str:
@@ -85,13 +86,15 @@ def check_choice(value, what: str, choices: Sequence) -> object:
 
 
 def real_weights(values, what: str, describe: Callable[[int], str] | None = None, *,
-                 copy: bool = False):
+                 copy: bool = False, finite: bool = True):
     """Check that ``values`` are finite real numbers and return them as an array.
 
-    NumPy and CuPy arrays keep their module and their real floating dtype (no copy unless
+    NumPy, CuPy and Dask arrays keep their module and their real floating dtype (no copy unless
     ``copy``); integers become float64; anything else (lists, objects) is converted to
     float64. Complex, non-numeric, NaN and infinite entries raise :class:`NetworkError` naming
-    ``what`` and, through ``describe(index)``, the first offending entry.
+    ``what`` and, through ``describe(index)``, the first offending entry. ``finite=False``
+    leaves the finiteness to :func:`ensure_finite` (many Dask arrays in one round trip); on a
+    Dask array the check is one reduction, and the offending entry is looked for only on failure.
 
     >>> real_weights([1, 2.5], "weights").tolist()
     [1.0, 2.5]
@@ -113,6 +116,8 @@ def real_weights(values, what: str, describe: Callable[[int], str] | None = None
         arr = _as_float_array(to_host(arr), what, describe)
     elif copy:
         arr = arr.copy()
+    if not finite:
+        return arr
     xp = module_of(arr)
     finite = xp.isfinite(arr)
     if not bool(finite.all()):
@@ -124,6 +129,18 @@ def real_weights(values, what: str, describe: Callable[[int], str] | None = None
         raise NetworkError(f"{what}: {bad} weight(s) are NaN or infinite, e.g. {shown(value)} at {where};"
                            " replace them with finite numbers")
     return arr
+
+
+def ensure_finite(arrays: Sequence[tuple]) -> None:
+    """Check ``(array, what, describe)`` triples for NaN and infinite entries, as :func:`real_weights`.
+
+    The Dask arrays among them are reduced in one round trip (one ``isfinite(...).all()`` each);
+    the first array that fails is searched for its offending entry and named.
+    """
+    flags = compute(*[module_of(a).isfinite(a).all() if is_lazy(a) else True for a, _, _ in arrays])
+    for (a, what, describe), ok in zip(arrays, flags):
+        if not is_lazy(a) or not bool(ok):
+            real_weights(a, what, describe)
 
 
 def _as_float_array(values, what, describe) -> np.ndarray:

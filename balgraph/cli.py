@@ -3,12 +3,16 @@
 ::
 
     balgraph solve NETWORK [-p P] [--method M] [--tol T] [-o OUT] [--json] [--allow-unconverged]
+                   [--chunks SIZE] [--scheduler ADDRESS]
     balgraph check NETWORK [-p P] [--top K] [--fail-above TOL] [--plot FILE.png] [--json]
     balgraph demo [--seed S]
     balgraph --version
 
-NETWORK is a ``.graphml``, ``.gml``, ``.npz``, ``.pt``/``.pth`` (PyTorch state dict) or
-``.safetensors`` file (see :mod:`balgraph.io`). Errors print one line on stderr and exit with
+NETWORK is a ``.graphml``, ``.gml``, ``.npz``, ``.pt``/``.pth`` (PyTorch state dict),
+``.safetensors`` or sharded ``.safetensors.index.json`` file (see :mod:`balgraph.io`). Sharded
+files (and, with ``--chunks``, ``.safetensors``) are read chunk-wise into Dask arrays, balanced
+where the chunks are and written back shard by shard; ``--scheduler`` runs that work on a Dask
+cluster. Errors print one line on stderr and exit with
 status 1 (2 for bad options); no traceback. ``check --fail-above TOL`` exits 1 when a unit's
 imbalance exceeds ``TOL``, for CI pipelines. Progress bars appear on stderr when it is a terminal.
 
@@ -21,6 +25,7 @@ Examples
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -111,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output file (default NETWORK with .balanced before the suffix); its suffix picks the format")
     s.add_argument("--allow-unconverged", action="store_true",
                    help="write the result even when the method stops before --tol (exit status stays 1)")
+    s.add_argument("--chunks", metavar="SIZE",
+                   help="read a .safetensors chain chunk-wise into Dask arrays of about SIZE (auto, 256MiB);"
+                        " sharded .safetensors.index.json files always are (needs balgraph[dask])")
+    s.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run the Dask work on the distributed scheduler at ADDRESS (tcp://host:8786);"
+                        " default: threads in this process")
     c = sub.add_parser("check", help="report the imbalance of a network file",
                        description="Per-unit (top offenders) and per-depth imbalance of NETWORK.")
     _common(c)
@@ -173,6 +184,8 @@ def cli_message(message: str) -> str:
 
 
 def _default_output(path: str) -> str:
+    if path.lower().endswith(bio.INDEX_SUFFIX):  # model.safetensors.index.json -> model.balanced.safetensors.index.json
+        return f"{path[:-len(bio.INDEX_SUFFIX)]}.balanced{path[-len(bio.INDEX_SUFFIX):]}"
     stem, suffix = os.path.splitext(path)
     return f"{stem}.balanced{suffix}"
 
@@ -180,7 +193,19 @@ def _default_output(path: str) -> str:
 def _open(args):
     order = [m.strip() for m in args.layer_order.split(",")] if args.layer_order else None
     return bio.open_network(args.network, weight_attr=args.weight_attr, activation=args.activation,
-                            show_progress=True if args.progress else None, order=order)
+                            show_progress=True if args.progress else None, order=order,
+                            chunks=getattr(args, "chunks", None))
+
+
+def _dask_client(address: str | None):
+    """A distributed client for ``--scheduler`` (closed on exit), or nothing."""
+    if address is None:
+        return contextlib.nullcontext()
+    try:
+        from distributed import Client
+    except ImportError:
+        raise BalgraphError('--scheduler needs dask.distributed: pip install "balgraph[dask]"') from None
+    return Client(address)
 
 
 # ------------------------------------------------------------------ commands
@@ -188,7 +213,7 @@ def _cmd_solve(args) -> int:
     out_path = args.output or _default_output(args.network)
     out_format = bio.detect_format(out_path)  # fail on a bad output name before reading
     nf = _open(args)
-    if out_format in ("npz", "torch", "safetensors") and not nf.problem.dense:
+    if out_format in ("npz", "torch", "safetensors", "safetensors-index") and not nf.problem.dense:
         raise BalgraphError(f"{nf.path} is a general graph: write it as .graphml or .gml, not {out_path}")
     show = True if args.progress else None
     with warnings.catch_warnings(record=True) as caught:
@@ -305,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = {"solve": _cmd_solve, "check": _cmd_check, "demo": _cmd_demo}[args.command]
     try:
-        return command(args)
+        with _dask_client(getattr(args, "scheduler", None)):
+            return command(args)
     except _EXPECTED as exc:
         message = cli_message(str(exc)) or type(exc).__name__
         print(f"balgraph: error: {message}", file=sys.stderr)

@@ -6,6 +6,8 @@ inside float64 (a weight that overflows, or a nonzero one that would become 0, c
 network). Block by block and without the solver's arithmetic: a layer matrix costs ``|W|^p``
 once (a temporary of one block) and two mat-vecs with shifted exponentials; edge lists are
 summed edge by edge in the log domain. The balanced weights themselves are never formed here.
+The reductions of Dask blocks are expressions evaluated together, in one round trip: only
+per-unit vectors and scalars come back.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from .backend import module_of, to_host
 from .kernels import (abs_extremes, logsumexp, power_products, relative_imbalance, scatter_logsumexp,
                       segment_log_range)
+from .lazy import compute, is_lazy, lazy_module
 from .model import DenseBlock, Problem
 from .regularizers import MaxNorm, Regularizer
 
@@ -55,38 +58,65 @@ class _Sums:
         self.range_notes: list[str] = []
 
 
-def _dense_block(b: DenseBlock, p: float, coef: float, un, problem: Problem, sums: _Sums) -> bool:
-    """Add a layer matrix's sums (L_p, one coefficient); False when it must go edge by edge.
+def _dense_reductions(b: DenseBlock, p: float, x, y):
+    """What the report needs of a layer matrix, with ``A = (|W|/top)^p``: ``(top, min nonzero
+    |W|/top, A e^{y−max y}, e^{x−max x} A, row sums of A, rows and columns with a nonzero)``, or
+    None for a zero block; only the first two when some ``|w|^p`` would underflow (the block
+    then goes edge by edge).
 
-    Two reads of the block, by row chunks (no block-sized temporary): its extremes, then
-    ``|W|^p`` times two columns per side, the scaled sums at ``u`` and the plain row (column)
-    sums, which give the cost before and which rows carry weight.
+    NumPy and CuPy: two reads of the block by row chunks (no block-sized temporary), its
+    extremes, then ``|W|^p`` times two columns per side. Dask: expressions, nothing computed.
     """
-    xp = module_of(b.weight)
-    var = problem.var
-    vo, vi = var[b.out_units], var[b.in_units]
-    if np.intersect1d(vo[vo >= 0], vi[vi >= 0]).size:
-        return False  # an edge inside one variable: G's entry is 1 − c, summed edge by edge
-    x = p * un[b.out_units]
-    y = -p * problem.degree[b.in_units] * un[b.in_units]
-    top, amin = abs_extremes(b.weight)
+    W = b.weight
+    if not b.n_edges:
+        return None
+    ey, ex = np.exp(y - y.max()), np.exp(x - x.max())
+    if is_lazy(W):
+        da = lazy_module()
+        A = da.absolute(W).astype(np.float64)
+        top = A.max()
+        A = A / da.where(top > 0, top, 1.0)
+        mask = A > 0
+        amin = da.where(mask, A, np.inf).min()
+        if p != 1.0:
+            A = A ** p
+        return top, amin, A @ ey, ex @ A, A.sum(axis=1), mask.any(axis=1), mask.any(axis=0)
+    xp = module_of(W)
+    top, amin = abs_extremes(W)
     if top == 0.0:
-        return True
-    if p * np.log(amin / top) < _LOG_TINY + 30.0:  # some |w|^p would underflow here: edge by edge
-        return False
+        return None
     amin /= top
-    ys, xs = float(y.max()), float(x.max())
-    R, C = power_products(b.weight, p, top, right=xp.asarray(np.stack([np.exp(y - ys), np.ones_like(y)], axis=1)),
-                          left=xp.asarray(np.stack([np.exp(x - xs), np.ones_like(x)])))
+    if p * np.log(amin) < _LOG_TINY + 30.0:
+        return top, amin, None, None, None, None, None
+    R, C = power_products(W, p, top, right=xp.asarray(np.stack([ey, np.ones_like(y)], axis=1)),
+                          left=xp.asarray(np.stack([ex, np.ones_like(x)])))
     r_in, r_before = to_host(R).T
     r_out, c_before = to_host(C)
-    nz_rows, nz_cols = r_before > 0, c_before > 0
+    return top, amin, r_in, r_out, r_before, r_before > 0, c_before > 0
+
+
+def _inside_variable(b: DenseBlock, problem: Problem) -> bool:
+    """Whether an edge of ``b`` joins two units of one variable (G's entry is 1 − c: edge by edge)."""
+    vo, vi = problem.var[b.out_units], problem.var[b.in_units]
+    return bool(np.intersect1d(vo[vo >= 0], vi[vi >= 0]).size)
+
+
+def _dense_block(b: DenseBlock, p: float, coef: float, x, y, reduced, problem: Problem, sums: _Sums) -> bool:
+    """Add a layer matrix's sums (L_p, one coefficient) from its reductions; False when it must go
+    edge by edge."""
+    if reduced is None or float(reduced[0]) == 0.0:
+        return True
+    top, amin = float(reduced[0]), float(reduced[1])
+    if p * np.log(amin) < _LOG_TINY + 30.0:  # some |w|^p would underflow: edge by edge
+        return False
+    r_in, r_out, r_before, nz_rows, nz_cols = (np.asarray(v) for v in reduced[2:])
     with np.errstate(divide="ignore"):
         l_in, l_out, l_before = np.log(r_in), np.log(r_out), np.log(r_before)
     # A sum that left float64's normal range lost digits (or reads as a dead side): such blocks
     # go edge by edge.
     if np.any((r_in < _TINY_SUM) & nz_rows) or np.any((r_out < _TINY_SUM) & nz_cols):
         return False
+    ys, xs = float(y.max()), float(x.max())
     a = p * np.log(top) + np.log(coef)
     log_in = a + l_in + ys + x
     log_out = a + l_out + xs + y
@@ -101,7 +131,7 @@ def _dense_block(b: DenseBlock, p: float, coef: float, un, problem: Problem, sum
     log_low = np.log(top * amin) + (x.min() + y.min()) / p
     if log_top > _LOG_MAX:
         sums.range_notes.append(f"{b.name}: a balanced weight reaches e^{log_top:.0f}, beyond float64")
-    elif log_low < _LOG_TINY and _low_exact(xp, b.weight, x, y, p) < _LOG_TINY:
+    elif log_low < _LOG_TINY and _low_exact(module_of(b.weight), b.weight, x, y, p) < _LOG_TINY:
         sums.range_notes.append(f"{b.name}: a nonzero balanced weight falls below float64's normal range"
                                 " (it would lose digits or become 0)")
     return True
@@ -201,10 +231,19 @@ def evaluate(problem: Problem, reg: Regularizer, u: np.ndarray, reference: Probl
         return _evaluate_directions(problem, shared_regularizer(problem, reg, problem.share), u, basis, before)
     sums = _Sums(problem)
     p, coef = reg.power(), reg.uniform_coefficient()
-    for b, start, stop in zip(problem.blocks, problem.block_offsets[:-1], problem.block_offsets[1:]):
-        if isinstance(b, DenseBlock) and p is not None and coef is not None and coef > 0:
-            if _dense_block(b, p, coef, un, problem, sums):
-                continue
+    dense = p is not None and coef is not None and coef > 0
+    blocks = list(zip(problem.blocks, problem.block_offsets[:-1], problem.block_offsets[1:]))
+    plans: list = [None] * len(blocks)
+    for k, (b, _, _) in enumerate(blocks):
+        if dense and isinstance(b, DenseBlock) and not _inside_variable(b, problem):
+            x = p * un[b.out_units]
+            y = -p * problem.degree[b.in_units] * un[b.in_units]
+            plans[k] = (x, y, _dense_reductions(b, p, x, y))
+    # the Dask blocks' reductions, all in one round trip
+    reduced = compute(*[plan[2] if plan is not None else None for plan in plans])
+    for (b, start, stop), plan, red in zip(blocks, plans, reduced):
+        if plan is not None and _dense_block(b, p, coef, plan[0], plan[1], red, problem, sums):
+            continue
         _edges(problem, reg, un, sums, int(start), int(stop), b)
     free = ~problem.fixed
     var_in, var_out = sums.var_in.copy(), sums.var_out.copy()

@@ -10,6 +10,9 @@
 - ``.pt`` / ``.pth`` (PyTorch state dicts, ``torch.load(weights_only=True)``) and ``.safetensors``:
   chains of Linear layers (``0.weight``, ``0.bias``, ``2.weight``, ...; see
   :mod:`balgraph.files.models`), written back with the same names, shapes and dtypes.
+- ``.safetensors.index.json`` (sharded safetensors, as Hugging Face writes them) and, with
+  ``chunks=``, ``.safetensors``: read chunk-wise into Dask arrays, balanced where the chunks
+  live and written back shard by shard (:mod:`balgraph.files.sharded`, ``balgraph[dask]``).
 
 Every read error becomes a :class:`~balgraph.errors.NetworkError` that names the file.
 
@@ -36,30 +39,40 @@ import numpy as np
 
 from .errors import NetworkError
 from .files.graphml import GraphMLData, Unsupported, check_string_labels, read_graphml_data
-from .files.models import LayerChain, read_layer_chain, save_tensors
+from .files.models import INDEX_SUFFIX, LayerChain, read_layer_chain
 from .model import DenseBlock, Problem, compile_network, problem_graph
 
-__all__ = ["FORMATS", "detect_format", "read_network", "write_network", "read_layers", "write_layers",
+__all__ = ["FORMATS", "INDEX_SUFFIX", "detect_format", "read_network", "write_network", "read_layers", "write_layers",
            "layers_of", "graph_of", "open_network", "NetworkFile", "read_layer_chain", "LayerChain"]
 
 FORMATS = {".graphml": "graphml", ".gml": "gml", ".npz": "npz", ".pt": "torch", ".pth": "torch",
-           ".safetensors": "safetensors"}
-MODEL_FORMATS = ("torch", "safetensors")
+           ".safetensors": "safetensors", INDEX_SUFFIX: "safetensors-index"}
+MODEL_FORMATS = ("torch", "safetensors", "safetensors-index")
 
 
 def detect_format(path: str | os.PathLike, format: str | None = None) -> str:
-    """``"graphml"``, ``"gml"``, ``"npz"``, ``"torch"`` or ``"safetensors"``, from ``format`` or the suffix."""
+    """``"graphml"``, ``"gml"``, ``"npz"``, ``"torch"``, ``"safetensors"`` or ``"safetensors-index"``
+    (a sharded ``.safetensors.index.json``), from ``format`` or the suffix."""
     if format is not None:
         if format not in FORMATS.values():
-            raise NetworkError(f"unknown format {format!r}: use graphml, gml, npz, torch or safetensors")
+            raise NetworkError(f"unknown format {format!r}: use graphml, gml, npz, torch, safetensors"
+                               " or safetensors-index")
         return format
+    if str(path).lower().endswith(INDEX_SUFFIX):
+        return "safetensors-index"
     suffix = os.path.splitext(str(path))[1].lower()
     if suffix not in FORMATS:
         raise NetworkError(
             f"{os.fspath(path)}: cannot tell the file format from {suffix or 'no suffix'!r};"
-            " name it .graphml, .gml, .npz, .pt, .pth or .safetensors"
+            f" name it .graphml, .gml, .npz, .pt, .pth, .safetensors or {INDEX_SUFFIX}"
         )
     return FORMATS[suffix]
+
+
+def _read_chain(path, fmt: str, order=None, chunks=None, show_progress=None) -> LayerChain:
+    """A model file's chain: loaded, or read chunk-wise into Dask arrays (``chunks``; always for
+    a sharded index)."""
+    return read_layer_chain(path, fmt, order=order, chunks=chunks, show_progress=show_progress)
 
 
 def read_layers(path: str | os.PathLike) -> tuple[list, list, list | str]:
@@ -143,13 +156,15 @@ def _check_exists(path) -> None:
 
 
 def read_network(path: str | os.PathLike, format: str | None = None, *,
-                 activation: str | Sequence[str] = "relu",
+                 activation: str | Sequence[str] = "relu", chunks=None,
                  show_progress: bool | None = None) -> nx.DiGraph | Problem:
     """Read a network file: a ``networkx.DiGraph`` (GraphML, GML) or a :class:`Problem` (layers).
 
     ``activation`` is the hidden activation of a model file's layer chain (``.pt``, ``.pth``,
-    ``.safetensors``); ``.npz`` files name their own. GraphML is read by the streaming reader
-    into the graph that ``networkx.read_graphml`` returns.
+    ``.safetensors``, ``.safetensors.index.json``); ``.npz`` files name their own. ``chunks``
+    reads a ``.safetensors`` chain chunk-wise into Dask arrays (Dask's ``chunks=``, e.g.
+    ``"auto"``); sharded files are always read so. GraphML is read by the streaming reader into
+    the graph that ``networkx.read_graphml`` returns.
     """
     fmt = detect_format(path, format)
     _check_exists(path)
@@ -157,7 +172,7 @@ def read_network(path: str | os.PathLike, format: str | None = None, *,
         mats, biases, activations = read_layers(path)
         return Problem.from_layers(mats, biases, activations=activations)
     if fmt in MODEL_FORMATS:
-        return read_layer_chain(path, fmt, show_progress=show_progress).problem(activation)
+        return _read_chain(path, fmt, chunks=chunks, show_progress=show_progress).problem(activation)
     if fmt == "graphml":
         try:
             return read_graphml_data(path, show_progress=show_progress).to_networkx()
@@ -227,12 +242,11 @@ def _write_model(path, fmt, mats, biases, like: LayerChain | str | os.PathLike |
         chain.write(path, mats, biases, fmt, show_progress=show_progress)
         return
     w_names, b_names = _default_names(len(mats))
-    tensors = {}
-    for k, (w, b) in enumerate(zip(mats, biases)):
-        tensors[w_names[k]] = np.asarray(w, dtype=np.float64)
-        if b is not None:
-            tensors[b_names[k]] = np.asarray(b, dtype=np.float64)
-    save_tensors(tensors, path, fmt)
+    b_names = [name if b is not None else None for name, b in zip(b_names, biases)]
+    names = [n for pair in zip(w_names, b_names) for n in pair if n is not None]
+    chain = LayerChain("", fmt, [str(k) for k in range(len(mats))], w_names, b_names, list(mats),  # read from no file
+                       list(biases), dict.fromkeys(names, "float64"), names)
+    chain.write(path, mats, biases, fmt, show_progress=show_progress)
 
 
 def write_network(network, path: str | os.PathLike, format: str | None = None, *,
@@ -305,7 +319,10 @@ class NetworkFile:
         from .result import BalanceResult
 
         fmt = detect_format(path, format)
-        per_edge = weights.weight_array if isinstance(weights, BalanceResult) else np.asarray(weights, dtype=np.float64)
+        result = isinstance(weights, BalanceResult)
+        # a result's per-edge array is formed only for graph files: layer files take its matrices
+        per_edge = None if result and fmt not in ("graphml", "gml") else \
+            weights.weight_array if result else np.asarray(weights, dtype=np.float64)
         if fmt in ("graphml", "gml"):
             if fmt == "graphml" and isinstance(self.source, GraphMLData):
                 self.source.with_weights(per_edge, self.weight_attr).write(path, show_progress=show_progress)
@@ -315,7 +332,7 @@ class NetworkFile:
         if not self.problem.dense:
             raise NetworkError(f"only networks built from layer matrices can be written as {fmt};"
                                " write a general graph as .graphml or .gml")
-        mats, biases = layers_of(weights) if isinstance(weights, BalanceResult) else layers_of(self.problem, per_edge)
+        mats, biases = layers_of(weights) if result else layers_of(self.problem, per_edge)
         if fmt in MODEL_FORMATS and isinstance(self.source, LayerChain):
             self.source.write(path, mats, biases, fmt, show_progress=show_progress)
         elif fmt == "npz":
@@ -337,13 +354,14 @@ class NetworkFile:
 
 def open_network(path: str | os.PathLike, format: str | None = None, *, weight_attr: str = "weight",
                  activation: str | Sequence[str] = "relu", order: Sequence[str] | None = None,
-                 show_progress: bool | None = None) -> NetworkFile:
+                 chunks=None, show_progress: bool | None = None) -> NetworkFile:
     """Read a network file as a :class:`NetworkFile` (the ``balgraph`` command's path).
 
     GraphML goes straight from the streaming reader into a :class:`Problem`, without networkx.
     ``weight_attr`` names the GraphML/GML edge attribute holding the weights; ``activation`` is
     the hidden activation of a model file's layer chain, ``order`` its module paths in chain
-    order (see :func:`read_layer_chain`).
+    order (see :func:`read_layer_chain`), ``chunks`` (see :func:`read_network`) reads it
+    chunk-wise into Dask arrays, as sharded ``.safetensors.index.json`` files always are.
     """
     p = os.fspath(path)
     fmt = detect_format(path, format)
@@ -353,7 +371,7 @@ def open_network(path: str | os.PathLike, format: str | None = None, *, weight_a
         return NetworkFile(p, fmt, Problem.from_layers(mats, biases, activations=activations),
                            activations=activations)
     if fmt in MODEL_FORMATS:
-        chain = read_layer_chain(path, fmt, order=order, show_progress=show_progress)
+        chain = _read_chain(path, fmt, order=order, chunks=chunks, show_progress=show_progress)
         return NetworkFile(p, fmt, chain.problem(activation), chain, activations=activation)
     if fmt == "graphml":
         try:

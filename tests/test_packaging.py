@@ -36,7 +36,7 @@ def test_test_extra_composes_the_other_extras():
     composed = [r for r in test if r.startswith("balgraph[")]
     assert len(composed) == 1
     included = set(composed[0][len("balgraph["):-1].split(","))
-    assert included == {"cvx", "notebooks", "plot", "files"}
+    assert included == {"cvx", "notebooks", "plot", "files", "dask"}
     # nothing copied from the included extras
     copied = _names(test) & set().union(*(_names(extras[e]) for e in included))
     assert not copied, copied
@@ -47,4 +47,6 @@ def test_plot_and_files_extras_and_tqdm_core():
     extras = PROJECT["optional-dependencies"]
     assert _names(extras["plot"]) == {"matplotlib"}
     assert _names(extras["files"]) == {"safetensors"}
+    assert _names(extras["dask"]) == {"dask", "distributed"}
+    assert "dask" not in _names(PROJECT["dependencies"])  # the core imports Dask only when given its arrays
     assert "tqdm" in _names(PROJECT["dependencies"])

@@ -3,7 +3,7 @@
 =================  ==================================================  ===================
 model              takes                                               array module
 =================  ==================================================  ===================
-``layered``        layer matrices, ``b Σ|w|^p``, no ties               NumPy or CuPy
+``layered``        layer matrices, ``b Σ|w|^p``, no ties               NumPy, CuPy or Dask
 ``sparse``         any graph, ``Σ b_e |w_e|^p``                        NumPy or CuPy
 ``log-domain``     any graph and sum of powers, any range of weights   NumPy
 ``shared``         shared weights (Section 8.3), on ``u = N z``        NumPy
@@ -45,7 +45,8 @@ def build_model(problem: Problem, reg: Regularizer, *, device: str | None = None
         if isinstance(model, str):
             raise OptionError(model)
         return model
-    chain = [kind] if kind is not None else ["layered", "sparse", "log-domain"]
+    # Dask blocks stay where their chunks live: the per-edge models would gather them (only on request)
+    chain = [kind] if kind is not None else ["layered"] if problem.lazy else ["layered", "sparse", "log-domain"]
     for name in chain:
         try:
             if name == "layered":
@@ -59,5 +60,9 @@ def build_model(problem: Problem, reg: Regularizer, *, device: str | None = None
         notes.append(f"{name}: {model}")
         if kind is not None:
             raise OptionError(f"the {name} cost model cannot take this problem: {model}")
+    if problem.lazy:
+        raise OptionError("the layer matrices are Dask arrays, which only the layered model keeps where their"
+                          f" chunks live: {'; '.join(notes)}. model='sparse' or 'log-domain' gathers the weights"
+                          " on this machine")
     raise OptionError(f"no cost model runs this problem on device {device!r}: " + "; ".join(notes)
                       + " (pass device=None or 'cpu')")

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backend import to_host
 from ..errors import RangeExceeded
+from ..lazy import compute, is_lazy
 
-__all__ = ["Batch", "make_batches", "power_"]
+__all__ = ["Batch", "make_batches", "power_", "products"]
 
 # Largest log-range of |W|^p inside one stored block: e^575 ≈ 1e250 (float64), e^80 (float32).
 _LOG_RANGE = {np.dtype(np.float64): 575.0, np.dtype(np.float32): 80.0}
@@ -35,7 +37,11 @@ class Batch:
 
     ``items`` are ``(W, gi, go, name, in_idx, out_idx)``: the matrix, its input and output
     group, a name for messages, and the model coordinates of its columns and rows.
+    ``deferred`` batches (Dask blocks, :mod:`.chunked`) return their products as expressions
+    that :func:`products` evaluates together.
     """
+
+    deferred = False
 
     def __init__(self, xp, items, p: float, c, storage, chunk: int):
         n_out, n_in = items[0][0].shape
@@ -60,7 +66,18 @@ class Batch:
                 A[k] /= top
                 a[k] = p * np.log(top)
         power_(xp, A, p)
-        self.xp, self.A, self.chunk = xp, A, chunk
+        self.A, self.chunk = A, chunk
+        row_nz = col_nz = None
+        if zeros:
+            row_nz, col_nz = A.max(axis=2) > 0, A.max(axis=1) > 0
+        self._index(xp, items, c, a, row_nz, col_nz)
+
+    def _index(self, xp, items, c, a, row_nz, col_nz) -> None:
+        """The blocks' groups, coordinates, ``log`` scale ``a`` and nonzero rows and columns
+        (``None``: all nonzero), as arrays of ``xp``."""
+        nb = len(items)
+        n_out, n_in = (int(n) for n in items[0][0].shape)
+        self.xp, self.shape, self.size = xp, (nb, n_out, n_in), nb * n_out * n_in
         self.a = xp.asarray(a)[:, None]
         self.gi_host = [it[1] for it in items]
         self.go_host = [it[2] for it in items]
@@ -69,12 +86,8 @@ class Batch:
         self.out_idx = xp.asarray(np.stack([it[5] for it in items]))
         self.c_in = c[self.in_idx]
         self._logc_in = None
-        if not zeros:
-            self.row_nz = xp.ones((nb, n_out), dtype=bool)
-            self.col_nz = xp.ones((nb, n_in), dtype=bool)
-        else:
-            self.row_nz, self.col_nz = A.max(axis=2) > 0, A.max(axis=1) > 0
-        self.size = int(A.size)
+        self.row_nz = xp.ones((nb, n_out), dtype=bool) if row_nz is None else xp.asarray(row_nz)
+        self.col_nz = xp.ones((nb, n_in), dtype=bool) if col_nz is None else xp.asarray(col_nz)
 
     def logc_in(self, logc):
         """``log c`` of the input units, ``(nb, n_in)`` (cached)."""
@@ -118,16 +131,38 @@ class Batch:
         return out
 
 
-def make_batches(xp, blocks, colour, p, c, storage, chunk) -> list:
-    """Stack free-to-free blocks by (shape, colours), each group at most once per side."""
+    def dense(self) -> np.ndarray:
+        """``Â`` as a float64 host array ``(nb, n_out, n_in)`` (for small problems)."""
+        return to_host(self.A).astype(np.float64)
+
+
+def products(jobs) -> list:
+    """``Â_b V_b`` (or ``Â_bᵀ V_b``) for every ``(batch, transpose, V, exact, sel)`` of ``jobs``.
+
+    The products of deferred batches (Dask blocks) are evaluated together, in one round trip.
+    """
+    out = [(b.rmv if t else b.mv)(V, exact, sel) for b, t, V, exact, sel in jobs]
+    if any(job[0].deferred for job in jobs):  # a deferred batch gives one expression per block
+        out = [np.stack(v) if isinstance(v, (list, tuple)) else v for v in compute(*out)]
+    return out
+
+
+def make_batches(xp, blocks, colour, p, c, storage, chunk, lazy_batches=None) -> list:
+    """Stack free-to-free blocks by (shape, colours, kind), each group at most once per side.
+
+    Groups of Dask blocks go to ``lazy_batches(groups)`` (the layered model passes
+    :meth:`~balgraph.costs.chunked.DaskBatch.build_all`), all of them at once.
+    """
     pending: list[tuple[tuple, list]] = []
     for item in blocks:
         W, gi, go = item[0], item[1], item[2]
-        key = (tuple(W.shape), int(colour[gi]), int(colour[go]))
+        key = (tuple(W.shape), int(colour[gi]), int(colour[go]), is_lazy(W))
         for k, members in pending:
             if k == key and all(gi != m[1] and go != m[2] for m in members):
                 members.append(item)
                 break
         else:
             pending.append((key, [item]))
-    return [Batch(xp, members, p, c, storage, chunk) for _, members in pending]
+    lazy = [members for key, members in pending if key[3]]
+    made = iter(lazy_batches(lazy) if lazy else ())
+    return [next(made) if key[3] else Batch(xp, members, p, c, storage, chunk) for key, members in pending]

@@ -14,6 +14,10 @@ Numerics: ``A`` is stored as ``e^{a} Â`` with ``max Â = 1``; scaling vectors a
 maximum and every sum comes back to the log domain at once, so ``in``, ``out`` and ``R`` may span
 1e-300..1e300. A block spanning more than ``e^575``, or a mat-vec result that underflows on a
 nonzero row, raises :class:`RangeExceeded`: the solver continues on :mod:`.sparse`.
+
+Dask blocks (:mod:`.chunked`) stay where their chunks live: the per-unit vectors are NumPy
+arrays on the driver, and the mat-vecs of one cost evaluation, one Hessian product or one sweep
+phase are evaluated together in one ``dask.compute`` (:func:`~balgraph.costs.batch.products`).
 """
 
 from __future__ import annotations
@@ -25,12 +29,15 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..backend import array_module, to_host
+from ..errors import SolverError
 from ..graphs import colouring, symmetric
 from ..kernels import lse, power_sums, segment_logsumexp
+from ..lazy import compute, is_lazy
 from ..model import DenseBlock, Problem
 from ..regularizers import Regularizer
 from .base import CostModel, Hessian, Point, RangeExceeded, gap_of
-from .batch import make_batches, power_
+from .batch import make_batches, power_, products
+from .chunked import power_sums as lazy_power_sums
 
 __all__ = ["LayeredCosts", "LayeredPlan", "plan_layers"]
 
@@ -155,14 +162,23 @@ class LayeredCosts(CostModel):
 
     @classmethod
     def build(cls, problem: Problem, reg: Regularizer, *, device=None, storage=None, fold: bool = True):
-        """The model of ``problem``, or a string saying why it does not apply."""
+        """The model of ``problem``, or a string saying why it does not apply.
+
+        Dask blocks run where their chunks live (``device`` None or ``"cpu"``); ``storage`` None
+        recomputes their ``|W|^p`` from the chunks on each pass, a dtype persists it on the workers.
+        """
         plan = plan_layers(problem, reg, fold=fold)
         if isinstance(plan, str):
             return plan
-        xp = problem.xp if device is None else array_module(device)
-        return cls(xp, reg.power(), plan, np.dtype(storage or np.float64), problem=problem, reg=reg)
+        lazy = any(is_lazy(W) for W, *_ in plan.blocks)
+        if lazy and device not in (None, "cpu"):
+            return f"Dask blocks are reduced where their chunks live: device={device!r} needs CuPy arrays"
+        xp = np if lazy else problem.xp if device is None else array_module(device)
+        return cls(xp, reg.power(), plan, np.dtype(storage or np.float64), problem=problem, reg=reg,
+                   persist=storage is not None)
 
-    def __init__(self, xp, p, plan: LayeredPlan, storage=np.float64, *, problem=None, reg=None):
+    def __init__(self, xp, p, plan: LayeredPlan, storage=np.float64, *, problem=None, reg=None,
+                 persist: bool = True):
         self.xp, self.p, self.storage = xp, float(p), np.dtype(storage)
         self.problem, self.reg, self.perm = problem, reg, plan.perm
         chunk = _CHUNK.get(xp.__name__, _CHUNK["numpy"])
@@ -179,25 +195,44 @@ class LayeredCosts(CostModel):
         self.fout = xp.full(self.n, -np.inf)
         self.log_fixed = -np.inf  # fixed-to-fixed blocks (a bias into the outputs): a constant part of R
         self.flags, self.work, self.total = [], 0.0, 0
-        inner = []
+        self.lazy = False
+        inner, fixed_sides = [], []
         for W, gi, go, name, in_idx, out_idx in plan.blocks:
             self.total += int(W.shape[0]) * int(W.shape[1])
+            self.lazy |= is_lazy(W)
+            # a Dask block stays where it is: its sums are expressions, computed below
+            sums_of = lazy_power_sums if is_lazy(W) else lambda W, p, axis: power_sums(xp.asarray(W), p, axis)
             if go is not None and gi is None:
-                idx = xp.asarray(out_idx)
-                self.fin[idx] = xp.logaddexp(self.fin[idx], power_sums(xp.asarray(W), self.p, 1))
+                fixed_sides.append((self.fin, out_idx, sums_of(W, self.p, 1)))
             elif gi is not None and go is None:
-                idx = xp.asarray(in_idx)
-                self.fout[idx] = xp.logaddexp(self.fout[idx], power_sums(xp.asarray(W), self.p, 0))
+                fixed_sides.append((self.fout, in_idx, sums_of(W, self.p, 0)))
             elif gi is not None:
                 inner.append((W, gi, go, name, in_idx, out_idx))
             elif W.size:
-                part = float(to_host(lse(power_sums(xp.asarray(W), self.p, 1))))
-                self.log_fixed = float(np.logaddexp(self.log_fixed, part))
+                fixed_sides.append((None, None, sums_of(W, self.p, 1)))
+        # blocks with a fixed side cost their row or column sums once (Dask blocks: one round trip)
+        for (acc, idx, _), sums in zip(fixed_sides, compute(*[part for *_, part in fixed_sides])):
+            sums = xp.asarray(sums)
+            if acc is None:
+                self.log_fixed = float(np.logaddexp(self.log_fixed, float(to_host(lse(sums)))))
+            else:
+                idx = xp.asarray(idx)
+                acc[idx] = xp.logaddexp(acc[idx], sums)
         pairs = np.array([(gi, go) for _, gi, go, *_ in inner], dtype=np.int64).reshape(-1, 2)
         adj = sp.csr_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(self.n_groups,) * 2)
         colour = colouring(symmetric(adj), priority=-np.arange(self.n_groups, dtype=np.float64))
         # batches never straddle colours, so a sweep over every other layer uses whole batches
-        self.batches = make_batches(xp, inner, colour, self.p, self.c, storage, chunk)
+        self.batches = make_batches(xp, inner, colour, self.p, self.c, storage, chunk, self._dask_batches(storage, persist))
+
+    def _dask_batches(self, storage, persist: bool):
+        """How groups of Dask blocks become batches (:mod:`.chunked`): all set up in one round trip."""
+
+        def build(groups):
+            from .chunked import DaskBatch
+
+            return DaskBatch.build_all(groups, self.p, self.c, storage, persist)
+
+        return build
 
     # ------------------------------------------------------------------ coordinates
     def start(self, u):
@@ -213,30 +248,35 @@ class LayeredCosts(CostModel):
 
         if self.problem is None:
             return None
+        if self.lazy:
+            raise SolverError("the layered model left float64's range on Dask blocks; the models that hold"
+                              " any range work edge by edge on the driver and would gather every weight there:"
+                              " balance the layers as NumPy arrays if they fit in memory")
         return SparseCosts.build(self.problem, self.reg, device="cuda" if self.xp is not np else None)
 
     # ------------------------------------------------------------------ sums
-    def in_part(self, b, x, sel: slice = slice(None)):
-        """``log Σ_j |w_kj|^p e^{−c_j x_j}`` into the output units of batch ``b``'s blocks ``sel``
-        (without their own factor ``e^{x_k}``), ``(len(sel), n_out)``: one pass over those blocks."""
-        xp = self.xp
-        e_in = -b.c_in[sel] * x[b.in_idx[sel]]
-        tau = e_in.max(axis=1, keepdims=True)
-        y = b.mv(xp.exp(e_in - tau), sel=sel)
-        self.work += y.size * b.A.shape[2]
-        self.flags.append(xp.any((y < _TINY) & b.row_nz[sel]))
-        return b.a[sel] + tau + _log(xp, y)
+    def parts(self, x, wanted) -> list:
+        """Log-sums over the blocks ``sel`` of batch ``b``, for every ``(side, b, sel)`` of ``wanted``.
 
-    def out_part(self, b, x, sel: slice = slice(None)):
-        """``log Σ_k |w_kj|^p e^{x_k}`` out of the input units of batch ``b``'s blocks ``sel``
-        (without their own factor ``e^{−c_j x_j}``), ``(len(sel), n_in)``."""
+        ``side="in"``: ``log Σ_j |w_kj|^p e^{−c_j x_j}`` into each output unit ``k`` (without its own
+        factor ``e^{x_k}``), ``(len(sel), n_out)``; ``"out"``: ``log Σ_k |w_kj|^p e^{x_k}`` out of each
+        input unit ``j`` (without ``e^{−c_j x_j}``), ``(len(sel), n_in)``. One pass over those blocks,
+        and one round trip for Dask blocks.
+        """
         xp = self.xp
-        xo = x[b.out_idx[sel]]
-        sigma = xo.max(axis=1, keepdims=True)
-        z = b.rmv(xp.exp(xo - sigma), sel=sel)
-        self.work += z.size * b.A.shape[1]
-        self.flags.append(xp.any((z < _TINY) & b.col_nz[sel]))
-        return b.a[sel] + sigma + _log(xp, z)
+        jobs, shifts = [], []
+        for side, b, sel in wanted:
+            e = -b.c_in[sel] * x[b.in_idx[sel]] if side == "in" else x[b.out_idx[sel]]
+            top = e.max(axis=1, keepdims=True)
+            jobs.append((b, side == "out", xp.exp(e - top), True, sel))
+            shifts.append(top)
+        out = []
+        for (side, b, sel), y, top in zip(wanted, products(jobs), shifts):
+            y = xp.asarray(y)
+            self.work += y.size * b.shape[2 if side == "in" else 1]
+            self.flags.append(xp.any((y < _TINY) & (b.row_nz if side == "in" else b.col_nz)[sel]))
+            out.append(b.a[sel] + top + _log(xp, y))
+        return out
 
     def sides(self, x):
         """``(log in, log out, log out-to-fixed, per-batch log Σ c_j φ_kj)`` at ``x``: 2 passes."""
@@ -245,9 +285,10 @@ class LayeredCosts(CostModel):
         log_fixed_out = self.fout - self.c * x
         log_out = log_fixed_out.copy()
         cross = []
-        for b in self.batches:
-            log_in[b.out_idx] = xp.logaddexp(log_in[b.out_idx], self.in_part(b, x) + x[b.out_idx])
-            part = self.out_part(b, x) - b.c_in * x[b.in_idx]
+        every = self.parts(x, [(side, b, slice(None)) for b in self.batches for side in ("in", "out")])
+        for k, b in enumerate(self.batches):
+            log_in[b.out_idx] = xp.logaddexp(log_in[b.out_idx], every[2 * k] + x[b.out_idx])
+            part = every[2 * k + 1] - b.c_in * x[b.in_idx]
             log_out[b.in_idx] = xp.logaddexp(log_out[b.in_idx], part)
             cross.append(lse(b.logc_in(self.logc) + part, axis=1))
         return log_in, log_out, log_fixed_out, cross
@@ -315,10 +356,15 @@ class LayeredHessian(Hessian):
             self.parts.append((b, ea, ebc, scale * ea, scale * ebc))
 
     def matvec(self, y):
+        jobs = []
+        for b, ea, ebc, _, _ in self.parts:
+            jobs += [(b, False, ebc * y[b.in_idx], False, slice(None)), (b, True, ea * y[b.out_idx], False, slice(None))]
+        done = products(jobs)  # Dask blocks: one round trip
         out = y.copy()
-        for b, ea, ebc, uo, ui in self.parts:
-            out[b.out_idx] -= uo * b.mv(ebc * y[b.in_idx], exact=False)
-            out[b.in_idx] -= ui * b.rmv(ea * y[b.out_idx], exact=False)
+        xp = self.costs.xp
+        for k, (b, _, _, uo, ui) in enumerate(self.parts):
+            out[b.out_idx] -= uo * xp.asarray(done[2 * k])
+            out[b.in_idx] -= ui * xp.asarray(done[2 * k + 1])
             self.costs.work += 2 * b.size
         return out
 
@@ -326,7 +372,7 @@ class LayeredHessian(Hessian):
         """``S`` as a dense host array: the couplings of every block, mirrored (small nets)."""
         S = np.eye(self.costs.n)
         for b, ea, ebc, uo, _ in self.parts:
-            M = to_host(uo[:, :, None] * b.A.astype(np.float64) * ebc[:, None, :])
+            M = to_host(uo[:, :, None] * self.costs.xp.asarray(b.dense()) * ebc[:, None, :])
             out_idx, in_idx = to_host(b.out_idx), to_host(b.in_idx)
             for k in range(M.shape[0]):
                 S[np.ix_(out_idx[k], in_idx[k])] -= M[k]

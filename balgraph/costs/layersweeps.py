@@ -107,18 +107,18 @@ class LayerSweeps(Sweeper):
         units, runs, single = plan
         xp, costs, x = self.xp, self.costs, self.x
         if side == "in":
-            acc, stale, part, where, base = self.I, self.stale_in, costs.in_part, "out_idx", costs.fin
+            acc, stale, where, base = self.I, self.stale_in, "out_idx", costs.fin
         else:
-            acc, stale, part, where, base = self.O, self.stale_out, costs.out_part, "in_idx", costs.fout
+            acc, stale, where, base = self.O, self.stale_out, "in_idx", costs.fout
+        parts = costs.parts(x, [(side, b, sel) for b, sel in runs])  # Dask blocks: one round trip
         if single:
-            b, sel = runs[0]
-            acc[units] = xp.logaddexp(base[units], part(b, x, sel)[0])
+            acc[units] = xp.logaddexp(base[units], parts[0][0])
         else:
             acc[units] = base[units]
-            for b, sel in runs:
+            for (b, sel), part in zip(runs, parts):
                 # a batch holds each group at most once per side: the scatter never collides
                 idx = getattr(b, where)[sel]
-                acc[idx] = xp.logaddexp(acc[idx], part(b, x, sel))
+                acc[idx] = xp.logaddexp(acc[idx], part)
         stale &= ~mask
 
     def sweep(self) -> None:

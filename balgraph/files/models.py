@@ -34,53 +34,27 @@ Examples
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import NetworkError
+from ..lazy import is_lazy
 from ..model import Problem
 from ..progress import progress
+from ._safetensors import INDEX_SUFFIX, SAFETENSORS_HINT, TORCH_HINT, _need, _safetensors_header
+from .sharded import read_chunked, write_lazy
 
-__all__ = ["LayerChain", "read_layer_chain", "load_tensors", "save_tensors", "MODEL_SUFFIXES",
-           "SAFETENSORS_HINT", "TORCH_HINT"]
+__all__ = ["LayerChain", "read_layer_chain", "assemble_chain", "load_tensors", "save_tensors", "MODEL_SUFFIXES",
+           "INDEX_SUFFIX", "SAFETENSORS_HINT", "TORCH_HINT"]
 
 MODEL_SUFFIXES = {".pt": "torch", ".pth": "torch", ".safetensors": "safetensors"}
-SAFETENSORS_HINT = 'pip install "balgraph[files]"'
-TORCH_HINT = 'pip install "balgraph[torch]"'
 
 
 def _natural_key(module: str) -> list:
     return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in module.split(".")]
-
-
-def _need(module: str, hint: str, what: str):
-    try:
-        return __import__(module, fromlist=["_"])
-    except ImportError:
-        raise NetworkError(f"{what} needs the {module.split('.')[0]} package: {hint}") from None
-
-
-# ------------------------------------------------------------------ raw tensors
-def _safetensors_header(path) -> dict:
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8:
-            raise NetworkError(f"{os.fspath(path)}: not a valid safetensors file (too short)")
-        (n,) = struct.unpack("<Q", head)
-        if n > os.path.getsize(path):
-            raise NetworkError(f"{os.fspath(path)}: not a valid safetensors file (bad header length)")
-        try:
-            header = json.loads(fh.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise NetworkError(f"{os.fspath(path)}: not a valid safetensors file ({exc})") from None
-    if not isinstance(header, dict):
-        raise NetworkError(f"{os.fspath(path)}: not a valid safetensors file (header is not a table)")
-    return header
 
 
 def load_tensors(path: str | os.PathLike, format: str) -> tuple[dict, dict, dict | None]:
@@ -188,6 +162,9 @@ class LayerChain:
         Every tensor name, in the file's order (what :meth:`write` writes).
     metadata : dict or None
         safetensors ``__metadata__``, written back.
+    shards : dict or None
+        For a sharded file (``format="safetensors-index"``), the shard file of every tensor;
+        its matrices are then Dask arrays read chunk-wise (:mod:`balgraph.files.sharded`).
     """
 
     path: str
@@ -200,29 +177,50 @@ class LayerChain:
     dtypes: dict
     names: list
     metadata: dict | None = None
+    shards: dict | None = None
+
+    @property
+    def lazy(self) -> bool:
+        """Whether the tensors are Dask arrays read chunk-wise from the file (never gathered)."""
+        return any(is_lazy(w) for w in self.matrices)
 
     def problem(self, activation: str | Sequence[str] = "relu") -> Problem:
         """The chain as a :class:`Problem` (``Problem.from_layers``); ``activation`` of hidden layers."""
         return Problem.from_layers(self.matrices, self.biases, activations=activation)
 
-    def tensors(self, matrices: Sequence[np.ndarray], biases: Sequence[np.ndarray | None]) -> dict:
-        """New float64 tensors by name, in file order, checked against the original shapes."""
+    def tensors(self, matrices: Sequence[np.ndarray], biases: Sequence[np.ndarray | None], *,
+                gather: bool = True) -> dict:
+        """New float64 tensors by name, in file order, checked against the original shapes
+        (``gather=False``: Dask arrays stay lazy)."""
+        def f64(a):
+            return np.asarray(a, dtype=np.float64) if gather or not is_lazy(a) else a.astype(np.float64)
+
         out = {}
         for k, (w_name, b_name) in enumerate(zip(self.weight_names, self.bias_names)):
-            w = np.asarray(matrices[k], dtype=np.float64)
-            if w.shape != self.matrices[k].shape:
-                raise NetworkError(f"{w_name}: new shape {w.shape} differs from the file's {self.matrices[k].shape}")
+            w = f64(matrices[k])
+            if tuple(w.shape) != tuple(self.matrices[k].shape):
+                raise NetworkError(f"{w_name}: new shape {tuple(w.shape)} differs from the file's"
+                                   f" {tuple(self.matrices[k].shape)}")
             out[w_name] = w
             if b_name is not None:
                 if biases[k] is None:
                     raise NetworkError(f"{b_name}: the file has a bias for this layer; give one")
-                out[b_name] = np.asarray(biases[k], dtype=np.float64).reshape(self.biases[k].shape)
+                out[b_name] = f64(biases[k]).reshape(self.biases[k].shape)
         return {name: out[name] for name in self.names}
 
     def write(self, path: str | os.PathLike, matrices: Sequence[np.ndarray],
               biases: Sequence[np.ndarray | None], format: str | None = None, *,
               show_progress: bool | None = None) -> None:
-        """Write new weights under the same names, shapes and dtypes (format from the suffix)."""
+        """Write new weights under the same names, shapes and dtypes (format from the suffix).
+
+        Dask matrices, or a sharded ``.safetensors.index.json`` output, are written chunk by
+        chunk where the chunks live, shard by shard (:func:`balgraph.files.sharded.write_lazy`).
+        """
+        format = format or _suffix_format(path)
+        if format in ("safetensors", "safetensors-index") and (
+                format == "safetensors-index" or any(is_lazy(m) for m in [*matrices, *biases])):
+            write_lazy(self, path, matrices, biases, show_progress=show_progress)
+            return
         tensors = self.tensors(matrices, biases)
         for name, value in tensors.items():
             _check_cast(name, value, self.dtypes[name])
@@ -234,7 +232,10 @@ class LayerChain:
 
 
 def _suffix_format(path) -> str | None:
-    return MODEL_SUFFIXES.get(os.path.splitext(os.fspath(path))[1].lower())
+    p = os.fspath(path).lower()
+    if p.endswith(INDEX_SUFFIX):
+        return "safetensors-index"
+    return MODEL_SUFFIXES.get(os.path.splitext(p)[1])
 
 
 def _check_cast(name: str, value: np.ndarray, dtype: str) -> None:
@@ -254,16 +255,21 @@ def _check_cast(name: str, value: np.ndarray, dtype: str) -> None:
 
 
 def read_layer_chain(path: str | os.PathLike, format: str | None = None, *,
-                     order: Sequence[str] | None = None, show_progress: bool | None = None) -> LayerChain:
+                     order: Sequence[str] | None = None, chunks=None,
+                     show_progress: bool | None = None) -> LayerChain:
     """Read a layer chain from a ``.pt``/``.pth`` state dict or a ``.safetensors`` file.
 
     Parameters
     ----------
     path : path-like
-    format : {"torch", "safetensors"}, optional
-        Default: from the suffix.
+    format : {"torch", "safetensors", "safetensors-index"}, optional
+        Default: from the suffix (``.safetensors.index.json``: sharded safetensors).
     order : sequence of str, optional
         The module paths in chain order (default: see the module docstring).
+    chunks : optional
+        Read a ``.safetensors`` file chunk-wise into Dask arrays instead of loading it (Dask's
+        ``chunks=``: ``"auto"``, a byte size like ``"256MiB"``, or a shape; see
+        :mod:`balgraph.files.sharded`). Sharded files are always read so (``"auto"``).
 
     Raises
     ------
@@ -273,14 +279,30 @@ def read_layer_chain(path: str | os.PathLike, format: str | None = None, *,
     """
     p = os.fspath(path)
     format = format or _suffix_format(p)
-    if format not in ("torch", "safetensors"):
-        raise NetworkError(f"{p}: a model file is .pt, .pth or .safetensors")
+    if format not in ("torch", "safetensors", "safetensors-index"):
+        raise NetworkError(f"{p}: a model file is .pt, .pth, .safetensors or {INDEX_SUFFIX}")
     if not os.path.isfile(p):
         raise NetworkError(f"{p}: no such file")
+    if format == "safetensors-index" or chunks is not None:
+        if format == "torch":
+            raise NetworkError(f"{p}: chunk-wise reading (chunks=) takes .safetensors files, not state dicts")
+        arrays, dtypes, metadata, shards = read_chunked(p, "auto" if chunks is None else chunks,
+                                                        sharded=format == "safetensors-index")
+        return assemble_chain(p, format, arrays, dtypes, metadata, order, shards)
     with progress(os.path.getsize(p), desc=f"reading {os.path.basename(p)}", unit="B",
                   enabled=show_progress) as bar:
         arrays, dtypes, metadata = load_tensors(p, format)
         bar.update(os.path.getsize(p))
+    return assemble_chain(p, format, arrays, dtypes, metadata, order)
+
+
+def assemble_chain(p: str, format: str, arrays: dict, dtypes: dict, metadata: dict | None,
+                   order: Sequence[str] | None = None, shards: dict | None = None) -> LayerChain:
+    """The :class:`LayerChain` of tensors ``arrays`` (NumPy or Dask, by name in file order) read from ``p``.
+
+    Checks that every tensor is a Linear layer's weight or bias and orders the layers (see
+    :func:`read_layer_chain`); ``shards`` maps each tensor to its shard file (sharded files).
+    """
     if not arrays:
         raise NetworkError(f"{p}: holds no tensors")
     modules: dict = {}
@@ -317,7 +339,7 @@ def read_layer_chain(path: str | os.PathLike, format: str | None = None, *,
             raise NetworkError(f"{p}: {b_name} has shape {list(b.shape)}; the layer has {w.shape[0]} outputs")
         biases.append(b)
     return LayerChain(p, format, chain, [modules[m]["weight"] for m in chain],
-                      [modules[m].get("bias") for m in chain], mats, biases, dtypes, list(arrays), metadata)
+                      [modules[m].get("bias") for m in chain], mats, biases, dtypes, list(arrays), metadata, shards)
 
 
 def _chains(order: list, shapes: dict) -> bool:

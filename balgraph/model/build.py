@@ -12,7 +12,8 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 
 from ..backend import to_host
-from ..checks import check_indices, check_length, real_weights
+from ..checks import check_indices, check_length, ensure_finite, real_weights
+from ..lazy import is_lazy
 from ..errors import NetworkError, name_some
 from .blocks import DenseBlock, EdgeBlock
 from .units import unit_data
@@ -71,12 +72,23 @@ def problem_from_arrays(cls, src, dst, weight, *, nodes=None, n_nodes=None, role
                                edge_data=edge_data, source=source, _checked=True)
 
 
-def _matrix(W, what: str):
+def _matrix(W, what: str, deferred: list | None = None):
+    """``W`` checked (real, 2-D, finite); a Dask array's finiteness goes to ``deferred`` when given,
+    for one round trip over every matrix (:func:`~balgraph.checks.ensure_finite`)."""
     if not (hasattr(W, "shape") and hasattr(W, "dtype")):
         W = real_weights(W, what)
     if W.ndim != 2:
         raise NetworkError(f"{what} must be a 2-D matrix (n_out, n_in), got shape {tuple(W.shape)}")
-    return real_weights(W, what, lambda k: f"[{k // max(int(W.shape[1]), 1)}, {k % max(int(W.shape[1]), 1)}]")
+    n_in = max(int(W.shape[1]), 1)
+
+    def describe(k):
+        return f"[{k // n_in}, {k % n_in}]"
+
+    later = deferred is not None and is_lazy(W)
+    W = real_weights(W, what, describe, finite=not later)
+    if later:
+        deferred.append((W, what, describe))
+    return W
 
 
 def _per_hidden(values, n_hidden: int, what: str) -> list:
@@ -88,22 +100,31 @@ def _per_hidden(values, n_hidden: int, what: str) -> list:
     return values
 
 
-def checked_chain(matrices) -> list:
-    """The layer matrices, checked: a non-empty list of real finite 2-D arrays that chain."""
+def checked_chain(matrices, deferred: list | None = None) -> list:
+    """The layer matrices, checked: a non-empty list of real finite 2-D arrays that chain.
+
+    The finiteness of Dask matrices is checked in one round trip at the end, or left to the
+    caller in ``deferred`` (see :func:`_matrix`).
+    """
     if isinstance(matrices, np.ndarray) or not isinstance(matrices, Sequence) or not len(matrices):
         raise NetworkError("matrices must be a non-empty list of 2-D arrays W_k of shape (n_k, n_{k-1})")
-    mats = [_matrix(W, f"layer {k} (matrices[{k - 1}])") for k, W in enumerate(matrices, start=1)]
+    own = deferred is None
+    deferred = [] if own else deferred
+    mats = [_matrix(W, f"layer {k} (matrices[{k - 1}])", deferred) for k, W in enumerate(matrices, start=1)]
     for k in range(1, len(mats)):
         if mats[k].shape[1] != mats[k - 1].shape[0]:
             raise NetworkError(
                 f"layer {k + 1} expects {mats[k].shape[1]} inputs (columns) but layer {k} has"
                 f" {mats[k - 1].shape[0]} outputs (rows): W_k must map layer k-1 to layer k")
+    if own:
+        ensure_finite(deferred)
     return mats
 
 
 def problem_from_layers(cls, matrices, biases=None, *, activations="relu", degrees=1.0):
     """See :meth:`balgraph.Problem.from_layers`."""
-    mats = checked_chain(matrices)
+    deferred: list = []
+    mats = checked_chain(matrices, deferred)
     n_hidden = len(mats) - 1
     acts = _per_hidden(activations, n_hidden, "activation")
     degs = _per_hidden(degrees, n_hidden, "degree")
@@ -130,12 +151,13 @@ def problem_from_layers(cls, matrices, biases=None, *, activations="relu", degre
         if b.ndim != 1 or int(b.shape[0]) != sizes[k]:
             raise NetworkError(f"bias {k} (biases[{k - 1}]) must be a vector of the {sizes[k]} units of layer"
                                f" {k}, got shape {tuple(b.shape)}")
-        b = _matrix(b.reshape(-1, 1), f"bias {k} (biases[{k - 1}])")
+        b = _matrix(b.reshape(-1, 1), f"bias {k} (biases[{k - 1}])", deferred)
         nodes.append(("bias", k))
         roles.append("bias")
         activation.append(None)
         degree.append(1.0)
         blocks.append(DenseBlock(b, units[k], np.array([len(nodes) - 1]), f"bias {k}"))
+    ensure_finite(deferred)  # the Dask matrices and biases: one round trip
     return problem_from_blocks(cls, tuple(blocks), nodes=nodes, roles=roles, degree=degree,
                                activation=activation, _checked=True)
 

@@ -26,6 +26,7 @@ from ..backend import module_of
 from ..checks import real_weights
 from ..errors import NetworkError
 from ..graphs import merged_adjacency
+from ..lazy import is_lazy
 from .blocks import DenseBlock, EdgeBlock
 from .units import assign_variables
 
@@ -188,6 +189,11 @@ class Problem:
     def dense(self) -> bool:
         """Whether every block is a :class:`DenseBlock` (layer matrices)."""
         return bool(self.blocks) and all(isinstance(b, DenseBlock) for b in self.blocks)
+
+    @cached_property
+    def lazy(self) -> bool:
+        """Whether some layer matrix is a Dask array (kept where its chunks live, never gathered)."""
+        return any(isinstance(b, DenseBlock) and is_lazy(b.weight) for b in self.blocks)
 
     @cached_property
     def xp(self):

@@ -13,7 +13,9 @@ run: by Stiemke's lemma, ``{v : G v ≤ 0} = {0}`` iff some strictly positive ed
 ``y`` is balanced, ``Gᵀ y = 0``: one linear feasibility problem.
 
 Layer matrices are checked without per-edge arrays: reachability travels through each dense
-block by a mat-vec with ``|W|``, in topological order of the layers.
+block by a mat-vec with ``|W|``, in topological order of the layers. Dask blocks make one task
+graph of both visits (each mat-vec on the chunks, the per-unit bookkeeping in small tasks),
+evaluated in one round trip.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ..checks import check_choice
 from ..errors import NoFiniteOptimumError, name_some
 from ..graphs import merged_adjacency, reachable
 from ..kernels import nonzero_rows_cols
+from ..lazy import ChunkGrid, compute, is_lazy, lazy_module
 from .problem import Problem
 
 __all__ = ["Diagnosis", "diagnose", "ensure_finite_optimum"]
@@ -130,6 +133,56 @@ def _reach_through(W, reached_in, reached_out, forward: bool):
     return to_host(acc > 0)
 
 
+def _take(state: np.ndarray, units: np.ndarray) -> np.ndarray:
+    return state[units].astype(np.float64)
+
+
+def _or_at(state: np.ndarray, units: np.ndarray, sums) -> np.ndarray:
+    out = state.copy()
+    out[units] |= np.asarray(sums) > 0
+    return out
+
+
+def _abs_product(W: np.ndarray, v: np.ndarray, transpose: bool) -> np.ndarray:
+    return v @ np.abs(W) if transpose else np.abs(W) @ v
+
+
+class _Visit:
+    """One block step of a reachability visit: ``state[dst] |= (|W| v > 0)`` with ``v = state[src]``
+    (``v |W|`` when ``transpose``: the backward visit)."""
+
+    def __init__(self, problem: Problem):
+        pass
+
+    def start(self, state: np.ndarray):
+        return state
+
+    def step(self, state, W, src, dst, transpose: bool):
+        near = state[src]
+        state[dst] |= _reach_through(W, None, near, False) if transpose else _reach_through(W, near, None, True)
+        return state
+
+
+class _LazyVisit(_Visit):
+    """The same steps as one Dask graph: mat-vecs on the chunks, the bookkeeping in small tasks."""
+
+    def __init__(self, problem: Problem):
+        import dask
+
+        self.delayed, self.da = dask.delayed, lazy_module()
+
+    def start(self, state: np.ndarray):
+        return self.delayed(state.copy())
+
+    def step(self, state, W, src, dst, transpose: bool):
+        v = self.delayed(_take)(state, src)
+        if is_lazy(W):
+            sums = ChunkGrid(self.da.absolute(W)).product(v, transpose)
+        else:
+            sums = self.delayed(_abs_product)(W, v, transpose)
+        return self.delayed(_or_at)(state, dst, sums)
+
+
 def _dense_reach(problem: Problem):
     """Reachability to and from the ground on dense blocks without ties, or ``None``.
 
@@ -149,13 +202,15 @@ def _dense_reach(problem: Problem):
         if not made[b.in_units].all():
             return None
         made[b.out_units] = True
-    from_ground, to_ground = problem.fixed.copy(), problem.fixed.copy()
+    visit = _LazyVisit(problem) if any(is_lazy(b.weight) for b in blocks) else _Visit(problem)
+    from_ground, to_ground = visit.start(problem.fixed.copy()), visit.start(problem.fixed.copy())
     for k in order:
         b = blocks[k]
-        from_ground[b.out_units] |= _reach_through(b.weight, from_ground[b.in_units], None, True)
+        from_ground = visit.step(from_ground, b.weight, b.in_units, b.out_units, False)
     for k in order[::-1]:
         b = blocks[k]
-        to_ground[b.in_units] |= _reach_through(b.weight, None, to_ground[b.out_units], False)
+        to_ground = visit.step(to_ground, b.weight, b.out_units, b.in_units, True)
+    from_ground, to_ground = compute(from_ground, to_ground)  # Dask: both visits in one round trip
     nv = problem.n_vars
     free = np.flatnonzero(~problem.fixed)
     out = []
