@@ -121,8 +121,8 @@ def _dense_block(b: DenseBlock, p: float, coef: float, x, y, reduced, problem: P
     log_in = a + l_in + ys + x
     log_out = a + l_out + xs + y
     # the sums of φ' = p φ, as the edge lists add them
-    _add(sums.log_in, b.out_units, np.log(p) + log_in)
-    _add(sums.log_out, b.in_units, np.log(p) + log_out + np.log(problem.degree[b.in_units]))
+    _add(sums.log_in, b.out_range or b.out_units, np.log(p) + log_in)
+    _add(sums.log_out, b.in_range or b.in_units, np.log(p) + log_out + np.log(problem.degree[b.in_units]))
     sums.costs_after.append(logsumexp(log_in))
     sums.costs_before.append(logsumexp(a + l_before))
     # the balanced weights |w| e^{(x_r + y_s)/p} lie between these bounds; the exact lowest is
@@ -147,7 +147,10 @@ def _low_exact(xp, W, x, y, p) -> float:
 
 
 def _add(acc, index, values):
-    """``acc[index] = logaddexp(acc[index], values)`` where ``index`` may repeat."""
+    """``acc[index] = logaddexp(acc[index], values)`` where ``index`` (or a slice) may repeat."""
+    if isinstance(index, slice):
+        acc[index] = np.logaddexp(acc[index], values)
+        return
     index = np.asarray(index)
     if np.unique(index).size == index.size:
         acc[index] = np.logaddexp(acc[index], values)
