@@ -10,16 +10,7 @@ import numpy as np
 
 from ..errors import NetworkError
 from ..model import Problem, problem_graph
-from .workloads import (
-    autoencoder,
-    deep_mlp,
-    dense_mlp,
-    layer_scales,
-    locally_connected,
-    recurrent,
-    resnet_channels,
-    wide_mlp,
-)
+from .workloads import autoencoder, deep_mlp, locally_connected, recurrent, resnet_channels, wide_mlp
 
 __all__ = ["WORKLOADS", "as_graph", "random_network", "workload"]
 
