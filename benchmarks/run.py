@@ -253,7 +253,7 @@ def main(argv=None) -> int:
 
 def scaling_curve(p: float, tol: float, quick: bool) -> list:
     """Newton's time to tol against the number of weights, on deep MLPs of growing width."""
-    from balgraph.gallery_workloads import deep_mlp
+    from balgraph.gallery.workloads import deep_mlp
 
     widths = (16, 32, 64, 128) if quick else (16, 32, 64, 128, 256, 512)
     rows = []
