@@ -1,17 +1,19 @@
 """The one-core targets (issue 12), side by side in one run, per-unit tolerance 1e-10.
 
-    python benchmarks/targets.py            # about 3 minutes on 2 cores
+    python benchmarks/targets.py            # about 6 minutes on 2 cores
     python benchmarks/targets.py --quick    # W5 left out
 
 MLPs: ``balgraph.solve(balgraph.Problem.from_layers(Ws, bs))`` end to end (construction, checks,
 the independent final evaluation and first-call costs included: each path is timed once, in a
-fresh interpreter of its own)
+fresh interpreter of its own; the two paths alternate, ``--repeats`` times, and the medians
+are reported)
 against :func:`baselines.layer_parallel`, plain NumPy layer-parallel exact balancing written
 independently of balgraph. The first call in a fresh process is the headline (a user's call);
 the second call in the same process shows what first-touch page faults and first-call costs
 were. The ratio is the baseline's time over balgraph's, and both answers are
-compared (largest relative difference of the scales). Peak memory is tracemalloc's peak during the
-call, beyond the caller's matrices, in units of the weights' bytes.
+compared (largest relative difference of the scales). Peak memory is the resident set's peak
+during a third call above its size at the call's start (``memory.py``), in units of the weights'
+bytes.
 
 General graphs (W2, W4): Newton's time in weight-passes, a weight-pass being the best time of one
 CSR mat-vec over all weights (BLAS for dense blocks), measured in the same run.
@@ -26,7 +28,6 @@ import json
 import subprocess
 import sys
 import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from baselines import layer_parallel  # noqa: E402
+from memory import peak_above_start  # noqa: E402
 from run import machine_info, weight_pass_seconds  # noqa: E402
 
 TOL = 1e-10
@@ -52,17 +54,10 @@ def layer_arrays(problem: balgraph.Problem):
     return mats, biases
 
 
-def timed(fn, measure_memory: bool):
-    if measure_memory:
-        tracemalloc.start()
+def timed(fn):
     start = time.perf_counter()
     out = fn()
-    elapsed = time.perf_counter() - start
-    peak = None
-    if measure_memory:
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-    return out, elapsed, peak
+    return out, time.perf_counter() - start
 
 
 MLPS = {
@@ -85,8 +80,8 @@ def mlp_path(name: str, path: str, memory: bool) -> dict:
         return layer_parallel(mats, biases, 2.0, TOL)
 
     fn = ours if path == "balgraph" else baseline
-    out, elapsed, _ = timed(fn, False)
-    row = {"time": elapsed, "time_again": timed(fn, False)[1], "weights": sum(m.size for m in mats) + sum(b.size for b in biases),
+    out, elapsed = timed(fn)
+    row = {"time": elapsed, "time_again": timed(fn)[1], "weights": sum(m.size for m in mats) + sum(b.size for b in biases),
            "weight_bytes": weight_bytes}
     if path == "balgraph":
         row.update(imbalance=out.max_imbalance, converged=bool(out.converged), iterations=out.iterations,
@@ -94,8 +89,8 @@ def mlp_path(name: str, path: str, memory: bool) -> dict:
     else:
         scales, sweeps, worst = out
         row.update(imbalance=worst, sweeps=sweeps, scales=[s.tolist() for s in scales])
-    if memory:  # a second run: tracing slows code that allocates
-        row["peak_x"] = timed(fn, True)[2] / weight_bytes
+    if memory:
+        row["peak_x"] = peak_above_start(fn)[1] / weight_bytes
     return row
 
 
@@ -107,19 +102,28 @@ def in_fresh_process(name: str, path: str, memory: bool) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def mlp_row(name: str, memory: bool) -> dict:
-    ours = in_fresh_process(name, "balgraph", memory)
-    base = in_fresh_process(name, "baseline", memory)
+def mlp_row(name: str, memory: bool, repeats: int) -> dict:
+    """Both paths on one MLP, alternating, each run in ``repeats`` fresh processes: median times."""
+    runs = {"balgraph": [], "baseline": []}
+    for k in range(repeats):
+        for path in runs:
+            runs[path].append(in_fresh_process(name, path, memory and k == 0))
+    ours, base = runs["balgraph"][0], runs["baseline"][0]
+
+    def median(path, key):
+        return float(np.median([r[key] for r in runs[path]]))
+
     row = {
-        "workload": name, "weights": ours["weights"], "weight_bytes": ours["weight_bytes"],
-        "balgraph_s": ours["time"], "baseline_s": base["time"], "ratio": base["time"] / ours["time"],
-        "balgraph_again_s": ours["time_again"], "baseline_again_s": base["time_again"],
-        "ratio_again": base["time_again"] / ours["time_again"],
+        "workload": name, "weights": ours["weights"], "weight_bytes": ours["weight_bytes"], "repeats": repeats,
+        "balgraph_s": median("balgraph", "time"), "baseline_s": median("baseline", "time"),
+        "balgraph_again_s": median("balgraph", "time_again"), "baseline_again_s": median("baseline", "time_again"),
         "balgraph_imbalance": ours["imbalance"], "baseline_imbalance": base["imbalance"],
         "baseline_sweeps": base["sweeps"], "converged": ours["converged"], "iterations": ours["iterations"],
         "max_rel_scale_difference": max(
             float(np.max(np.abs(np.array(a) - np.array(b)) / np.array(b))) for a, b in zip(ours["scales"], base["scales"])),
     }
+    row["ratio"] = row["baseline_s"] / row["balgraph_s"]
+    row["ratio_again"] = row["baseline_again_s"] / row["balgraph_again_s"]
     if memory:
         row["balgraph_peak_x"], row["baseline_peak_x"] = ours["peak_x"], base["peak_x"]
     return row
@@ -128,8 +132,8 @@ def mlp_row(name: str, memory: bool) -> dict:
 def graph_row(name: str) -> dict:
     problem = workload(name, seed=0)
     pass_s = weight_pass_seconds(problem)
-    res, t, _ = timed(lambda: balgraph.solve(problem, p=2, tol=TOL), False)
-    res2, t2, _ = timed(lambda: balgraph.solve(problem, p=2, tol=TOL), False)
+    res, t = timed(lambda: balgraph.solve(problem, p=2, tol=TOL))
+    t2 = timed(lambda: balgraph.solve(problem, p=2, tol=TOL))[1]
     return {"workload": name, "weights": problem.n_edges, "weight_pass_s": pass_s,
             "newton_s": min(t, t2), "weight_passes": min(t, t2) / pass_s,
             "imbalance": res.max_imbalance, "converged": bool(res.converged), "iterations": res.iterations}
@@ -140,7 +144,7 @@ def to_markdown(report: dict) -> str:
              f"Produced by `python benchmarks/targets.py` ({report['machine']['cpus']} CPUs, "
              f"numpy {report['machine']['numpy']}); per-unit tolerance {TOL:g}. See the script's docstring.", "",
              "## MLPs: `solve(Problem.from_layers(Ws, bs))` end to end against layer-parallel exact balancing", "",
-             "| workload | weights | balgraph (s) | baseline (s) | speed-up | second call: balgraph / baseline (s) | speed-up | baseline sweeps | imbalance (balgraph / baseline) | scales differ by | peak extra memory (balgraph / baseline) |",
+             "| workload | weights | balgraph (s) | baseline (s) | speed-up (medians of fresh processes) | second call: balgraph / baseline (s) | speed-up | baseline sweeps | imbalance (balgraph / baseline) | scales differ by | peak extra memory (balgraph / baseline) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
     for r in report["mlps"]:
         mem = (f"{r['balgraph_peak_x']:.2f}× / {r['baseline_peak_x']:.2f}× the weights"
@@ -162,6 +166,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="leave W5 (58.6 M weights) out")
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--repeats", type=int, default=3, help="fresh processes per path (medians)")
     ap.add_argument("--one", nargs=2, metavar=("WORKLOAD", "PATH"), help=argparse.SUPPRESS)
     ap.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -172,7 +177,7 @@ def main(argv=None) -> int:
     for name in MLPS:
         if args.quick and name.startswith("W5"):
             continue
-        row = mlp_row(name, memory=name.startswith("W5"))
+        row = mlp_row(name, memory=name.startswith("W5"), repeats=args.repeats)
         print(row, flush=True)
         report["mlps"].append(row)
     for name in ("W2", "W4"):

@@ -32,6 +32,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from memory import reset_peak, status  # noqa: E402
 
 MODELS = {
     "resnet18": "ResNet-18 (BatchNorm)",
@@ -91,18 +94,6 @@ def build(name: str):
     raise KeyError(name)
 
 
-def _status(key: str) -> int:
-    for line in open("/proc/self/status"):
-        if line.startswith(key):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def _reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
 def _calibrate(model, x) -> None:
     """BatchNorm statistics of a batch like ``x`` (default ones make deep nets output ~ their
     last bias, and an output change says nothing)."""
@@ -151,17 +142,17 @@ def measure(name: str) -> dict:
     n_params = sum(t.numel() for t in model.parameters())
     param_bytes = sum(t.numel() * t.element_size() for t in model.parameters())
     gc.collect()
-    base = _status("VmRSS")
+    base = status("VmRSS")
     peaks, times = {}, {}
 
     def phase(key, fn):
-        _reset_peak()
-        held = _status("VmRSS")
+        reset_peak()
+        held = status("VmRSS")
         t = time.perf_counter()
         out = fn()
         times[key] = time.perf_counter() - t
-        peaks[key] = _status("VmHWM") - base
-        peaks[key + "_above_start"] = _status("VmHWM") - held
+        peaks[key] = status("VmHWM") - base
+        peaks[key + "_above_start"] = status("VmHWM") - held
         return out
 
     with warnings.catch_warnings(record=True) as caught:

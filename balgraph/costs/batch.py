@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import to_host
+from ..backend import empty, to_host
 from ..errors import RangeExceeded
 from ..lazy import compute, is_lazy
 
@@ -46,7 +46,7 @@ class Batch:
     def __init__(self, xp, items, p: float, c, storage, chunk: int):
         n_out, n_in = items[0][0].shape
         nb = len(items)
-        A = xp.empty((nb, n_out, n_in), dtype=storage)
+        A = empty(xp, (nb, n_out, n_in), storage)
         a = np.zeros(nb)
         zeros = False
         for k, (W, _, _, name, _, _) in enumerate(items):

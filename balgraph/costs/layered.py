@@ -38,6 +38,7 @@ from ..regularizers import Regularizer
 from .base import CostModel, Hessian, Point, RangeExceeded, gap_of
 from .batch import make_batches, power_, products
 from .chunked import power_sums as lazy_power_sums
+from .layersweeps import LayerSweeps
 
 __all__ = ["LayeredCosts", "LayeredPlan", "plan_layers"]
 
@@ -325,8 +326,6 @@ class LayeredCosts(CostModel):
         return LayeredHessian(self, pt)
 
     def sweeper(self, z, order: str = "parallel", seed=None):
-        from .layersweeps import LayerSweeps
-
         return LayerSweeps(self, z, order)
 
 
