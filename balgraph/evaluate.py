@@ -98,7 +98,10 @@ def _dense_reductions(b: DenseBlock, p: float, x, y):
 def _inside_variable(b: DenseBlock, problem: Problem) -> bool:
     """Whether an edge of ``b`` joins two units of one variable (G's entry is 1 − c: edge by edge)."""
     vo, vi = problem.var[b.out_units], problem.var[b.in_units]
-    return bool(np.intersect1d(vo[vo >= 0], vi[vi >= 0]).size)
+    vo, vi = vo[vo >= 0], vi[vi >= 0]
+    if not vo.size or not vi.size or vo.max() < vi.min() or vi.max() < vo.min():
+        return False  # disjoint ranges: the usual case of consecutive layers, no sort needed
+    return bool(np.intersect1d(vo, vi).size)
 
 
 def _dense_block(b: DenseBlock, p: float, coef: float, x, y, reduced, problem: Problem, sums: _Sums) -> bool:
