@@ -217,7 +217,7 @@ def targets(rows: dict) -> str:
     if "vgg11_cifar_pinf" in rows:
         r = rows["vgg11_cifar_pinf"]
         out.append(f"- p = ∞ (the core's `max_balance`) on the 32×32 VGG-11: {r['time']:.1f} s,"
-                   f" {r['iterations']} sweeps.")
+                   f" {r['iterations']} iterations (Newton steps and sweeps).")
     out.append("- Models with BatchNorm, depthwise convolutions or layer scales have per-channel (diagonal)"
                " maps, so their problems are not all dense blocks and take the general Newton path, whose"
                " memory is the `solver share` column.")

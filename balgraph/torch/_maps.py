@@ -372,8 +372,12 @@ class LayerMap:
 def _rowwise(mat: torch.Tensor, plan, p: float, out: np.ndarray) -> np.ndarray:
     """``reduce_rows`` over a (possibly huge, low-precision) matrix, a row chunk at a time."""
     step = max(1, CHUNK // max(1, mat.shape[1]))
+    direct = plan is None and mat.device.type == "cpu" and mat.dtype in (torch.float32, torch.float64)
     for r in range(0, mat.shape[0], step):
-        out[r:r + step] = reduce_rows(_np64(mat[r:r + step]), plan, p)
+        if direct:  # NumPy casts the parameter's own rows into place: no temporary tensors
+            out[r:r + step] = mat[r:r + step].detach().numpy()
+        else:
+            out[r:r + step] = reduce_rows(_np64(mat[r:r + step]), plan, p)
     return out
 
 

@@ -176,7 +176,7 @@ class TorchNetwork:
         st = self._structure()
         if "static_dead" not in st:
             st["static_dead"] = self._unreachable(None)
-        if not np.any(weight == 0):
+        if np.count_nonzero(weight) == weight.size:
             return st["static_dead"].copy()
         return self._unreachable(weight)
 
@@ -231,8 +231,10 @@ class TorchNetwork:
         """
         st = self._structure()
         w = self.edge_weights(p)
-        bad = np.flatnonzero(~np.isfinite(w))
-        if bad.size:
+        # two reductions (NaN propagates through max), not a per-edge mask: once freed, such a
+        # mask (a quarter of a float32 model's bytes) stays in the process's heap
+        if w.size and not (np.isfinite(w.max()) and np.isfinite(w.min())):
+            bad = np.flatnonzero(~np.isfinite(w))
             e = int(bad[0])
             raise NetworkError(
                 f"{bad.size} edge weight(s) are not finite at p={p!r}, e.g. into unit"
