@@ -85,6 +85,24 @@ def test_fixed_point_of_the_peers_iteration(kind, seed):
 
 
 @pytest.mark.parametrize("kind", ["absmax", "minmax"])
+def test_deep_chain_in_few_newton_steps_at_the_peers_fixed_point(kind):
+    """24 hidden layers: the pairwise iteration needs hundreds of passes (the slow mode runs
+    along the depth); Newton's steps on the piecewise-linear balance equations need a few."""
+    mats, biases = chain(3, sizes=(5,) + (6,) * 24 + (3,), spread=3.0)
+    W, b, res = cle(mats, biases, kind)
+    W_ref, b_ref = peer_cle(mats, biases, kind)
+    for ours, ref in zip(W + b, W_ref + b_ref):
+        np.testing.assert_allclose(ours, ref, rtol=1e-9)
+    assert gaps(W, b, kind).max() <= 1e-12
+    passes = 0
+    W_pass, b_pass = mats, biases
+    while gaps(W_pass, b_pass, kind).max() > 1e-12:
+        W_pass, b_pass = peer_cle(W_pass, b_pass, kind, one_pass=True)
+        passes += 1
+    assert passes > 100 and res.iterations < passes / 10
+
+
+@pytest.mark.parametrize("kind", ["absmax", "minmax"])
 def test_zero_entries_count_as_values_in_the_range(kind):
     """torch.ao's range is over a tensor's entries, zeros included: a channel [0, 0, 2] has range 2."""
     mats, biases = chain(8)
