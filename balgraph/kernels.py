@@ -15,7 +15,7 @@ from .backend import module_of as _module
 from .backend import to_host
 
 __all__ = ["logsumexp", "lse", "segment_logsumexp", "scatter_logsumexp", "relative_imbalance", "log_abs",
-           "worst_of_gap", "segment_log_range", "log_range", "power_sums", "power_products", "abs_extremes", "nonzero_rows_cols", "CHUNK"]
+           "worst_of_gap", "segment_log_range", "log_range", "power_sums", "power_products", "abs_extremes", "abs_power_into", "nonzero_rows_cols", "CHUNK"]
 
 
 def logsumexp(x) -> float:
@@ -214,6 +214,38 @@ def abs_extremes(W, chunk: int = CHUNK) -> tuple[float, float]:
         if bool(nz.any()):
             low = min(low, float(a.min(where=nz, initial=np.inf) if xp is np else xp.where(nz, a, np.inf).min()))
     return top, low
+
+
+def abs_power_into(W, out, p: float, chunk: int = CHUNK) -> tuple[float, float, bool]:
+    """``out[...] = |W|^p`` and ``(max |w|, min nonzero |w|, any zero)``, in one pass by row
+    chunks on NumPy (the extremes read each chunk while it is in cache); whole-array on CuPy.
+
+    Examples
+    --------
+    >>> out = np.empty((2, 2))
+    >>> abs_power_into(np.array([[0.0, -3.0], [0.5, 2.0]]), out, 2.0), out.tolist()
+    ((3.0, 0.5, True), [[0.0, 9.0], [0.25, 4.0]])
+    """
+    xp = _module(W)
+    top, low, zero = 0.0, np.inf, False
+    for rows in (_chunks(W, chunk) if xp is np else [slice(None)]):
+        a = out[rows]
+        xp.abs(xp.asarray(W[rows]), out=a)
+        if not a.size:
+            continue
+        top = max(top, float(a.max()))
+        least = float(a.min())
+        if least == 0.0:
+            zero = True
+            nz = a > 0
+            least = float(a.min(where=nz, initial=np.inf) if xp is np else xp.where(nz, a, np.inf).min())
+        low = min(low, least)
+        with np.errstate(over="ignore", under="ignore"):  # out of comfort: the caller redoes it scaled
+            if p == 2.0:
+                xp.multiply(a, a, out=a)
+            elif p != 1.0:
+                xp.power(a, p, out=a)
+    return top, low, zero
 
 
 def power_products(W, p: float, scale: float, right=None, left=None, chunk: int = CHUNK):

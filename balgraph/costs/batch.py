@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import empty, to_host
+from ..kernels import abs_power_into
 from ..errors import RangeExceeded
 from ..lazy import compute, is_lazy
 
@@ -50,22 +51,18 @@ class Batch:
         a = np.zeros(nb)
         zeros = False
         for k, (W, _, _, name, _, _) in enumerate(items):
-            xp.abs(xp.asarray(W), out=A[k])
-            top = float(A[k].max()) if A[k].size else 0.0
+            top, low, zero = abs_power_into(W, A[k], p) if A[k].size else (0.0, np.inf, False)
+            zeros |= zero  # zeros play no role (Remark 5.5): the range is over nonzero entries
             top = top if top > 0.0 else 1.0
-            low = float(A[k].min()) if A[k].size else 1.0
-            if low == 0.0:  # zeros play no role (Remark 5.5): the range is over nonzero entries
-                zeros = True
-                low = float(A[k].min(where=A[k] > 0, initial=np.inf) if xp is np
-                            else xp.where(A[k] > 0, A[k], np.inf).min())
             if np.isfinite(low) and -p * np.log(low / top) > _LOG_RANGE[np.dtype(storage)]:
                 raise RangeExceeded(f"{name}: |w|^p spans {-p * np.log10(low / top):.0f} decades, more"
                                     f" than a {np.dtype(storage).name} block holds")
             # |w|^p as it is when it fits comfortably, else normalized by max |w|^p = e^a
             if p * np.log(top) > _COMFORT[np.dtype(storage)] or (np.isfinite(low) and p * np.log(low) < -_COMFORT[np.dtype(storage)]):
+                xp.abs(xp.asarray(W), out=A[k])
                 A[k] /= top
+                power_(xp, A[k], p)
                 a[k] = p * np.log(top)
-        power_(xp, A, p)
         self.A, self.chunk = A, chunk
         row_nz = col_nz = None
         if zeros:

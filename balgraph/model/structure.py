@@ -108,17 +108,18 @@ def diagnose(problem: Problem, active: np.ndarray | None = None) -> Diagnosis:
     )
 
 
-def _reach_through(W, reached_in, reached_out, forward: bool):
+def _reach_through(W, reached_in, reached_out, forward: bool, nonzero=None):
     """The units on the far side of a block that a nonzero entry joins to ``reached`` ones.
 
     Forward: the rows with a nonzero entry in a reached column; backward: the columns with a
     nonzero entry in a reached row. When every unit on the near side is reached (the common
-    case) that is just "the row (column) has a nonzero", one pass over a 0/1 copy of the block.
+    case) that is just "the row (column) has a nonzero", one pass over the block, whose
+    ``(rows, cols)`` answer ``nonzero()`` may hold from the other direction's visit.
     """
     xp = module_of(W)
     near = reached_in if forward else reached_out
     if near.all():
-        return nonzero_rows_cols(W)[0 if forward else 1]
+        return (nonzero_rows_cols(W) if nonzero is None else nonzero())[0 if forward else 1]
     n_out, n_in = W.shape
     step = max(1, _CHUNK // max(n_in, 1))
     v = xp.asarray(near, dtype=np.float64)
@@ -152,14 +153,21 @@ class _Visit:
     (``v |W|`` when ``transpose``: the backward visit)."""
 
     def __init__(self, problem: Problem):
-        pass
+        self._nonzero: dict = {}  # id(W) -> its nonzero rows and columns, for this visit only
 
     def start(self, state: np.ndarray):
         return state
 
     def step(self, state, W, src, dst, transpose: bool):
         near = state[src]
-        state[dst] |= _reach_through(W, None, near, False) if transpose else _reach_through(W, near, None, True)
+
+        def nonzero():
+            if id(W) not in self._nonzero:
+                self._nonzero[id(W)] = nonzero_rows_cols(W)
+            return self._nonzero[id(W)]
+
+        state[dst] |= (_reach_through(W, None, near, False, nonzero) if transpose
+                       else _reach_through(W, near, None, True, nonzero))
         return state
 
 
