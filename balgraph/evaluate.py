@@ -31,6 +31,10 @@ _LOG_MAX = float(np.log(np.finfo(np.float64).max))
 _LOG_TINY = float(np.log(np.finfo(np.float64).tiny))
 # a mat-vec sum below this, on a row with nonzero entries, has lost digits to underflow
 _TINY_SUM = 1e-280
+# Blocks up to this many edges (bias columns, mostly) are evaluated together, edge by edge:
+# their per-block reductions cost about 0.1 ms of NumPy call overhead each (a 60-layer MLP's
+# evaluation 12.5 -> 10.5 ms); larger blocks are cheaper by their reductions than per edge.
+_SMALL_BLOCK = 256
 
 
 @dataclass
@@ -162,14 +166,21 @@ def _add(acc, index, values):
         acc[:] = np.logaddexp(acc, scatter_logsumexp(values, index, n))
 
 
-def _edges(problem: Problem, reg: Regularizer, un, sums: _Sums, start: int, stop: int, block) -> None:
-    """Add the edges ``start:stop`` of a block, edge by edge in the log domain."""
+def _block_edges(problem: Problem, block, start: int, stop: int):
+    """``(positions, src, dst, log |w|)`` of a block's edges, for :func:`_edges`."""
     src, dst = block.edge_ends()
     if len(problem.blocks) == 1:
         law = problem.log_abs_weight  # cached on the problem
     else:
         with np.errstate(divide="ignore"):
             law = np.log(np.abs(block.host_weights()))
+    return np.arange(start, stop), src, dst, law
+
+
+def _edges(problem: Problem, reg: Regularizer, un, sums: _Sums, edges) -> None:
+    """Add edges ``(positions, src, dst, log |w|)`` (:func:`_block_edges`, or several blocks'
+    concatenated), edge by edge in the log domain."""
+    index, src, dst, law = edges
     c_src = problem.degree[src]
     t = un[dst] - c_src * un[src]
     p, coef = reg.power(), reg.uniform_coefficient()
@@ -178,7 +189,7 @@ def _edges(problem: Problem, reg: Regularizer, un, sums: _Sums, start: int, stop
         lphi = lphi0 + p * t
         l1 = lphi + np.log(p)
     else:
-        sub = reg.restrict(np.arange(start, stop))
+        sub = reg.restrict(index)
         lphi, l1, _ = sub.edge_terms(law, t)
         lphi0 = sub.edge_terms(law, np.zeros_like(t))[0]
     sums.costs_after.append(logsumexp(lphi))
@@ -208,11 +219,11 @@ def _edges(problem: Problem, reg: Regularizer, un, sums: _Sums, start: int, stop
     nzw = np.isfinite(law)
     if np.any(logw[nzw] > _LOG_MAX):
         e = int(np.flatnonzero(nzw & (logw > _LOG_MAX))[0])
-        sums.range_notes.append(f"the balanced weight of {problem.describe_edge(start + e)} reaches e^{logw[e]:.0f},"
+        sums.range_notes.append(f"the balanced weight of {problem.describe_edge(int(index[e]))} reaches e^{logw[e]:.0f},"
                                 " beyond float64")
     if np.any(logw[nzw] < _LOG_TINY):
         e = int(np.flatnonzero(nzw & (logw < _LOG_TINY))[0])
-        sums.range_notes.append(f"the balanced weight of {problem.describe_edge(start + e)} falls to e^{logw[e]:.0f},"
+        sums.range_notes.append(f"the balanced weight of {problem.describe_edge(int(index[e]))} falls to e^{logw[e]:.0f},"
                                 " below float64's normal range (it would lose digits or become 0)")
 
 
@@ -239,6 +250,14 @@ def evaluate(problem: Problem, reg: Regularizer, u: np.ndarray, reference: Probl
     p, coef = reg.power(), reg.uniform_coefficient()
     dense = p is not None and coef is not None and coef > 0
     blocks = list(zip(problem.blocks, problem.block_offsets[:-1], problem.block_offsets[1:]))
+    # small host blocks go edge by edge, all together (see _SMALL_BLOCK)
+    small = [k for k, (b, _, _) in enumerate(blocks)
+             if len(blocks) > 1 and b.n_edges <= _SMALL_BLOCK and not is_lazy(b.weight)]
+    if small:
+        parts = [_block_edges(problem, *(blocks[k][i] for i in (0, 1, 2))) for k in small]
+        _edges(problem, reg, un, sums, tuple(np.concatenate(x) for x in zip(*parts)))
+    done = set(small)
+    blocks = [blk for k, blk in enumerate(blocks) if k not in done]
     plans: list = [None] * len(blocks)
     for k, (b, _, _) in enumerate(blocks):
         if dense and isinstance(b, DenseBlock) and not _inside_variable(b, problem):
@@ -250,7 +269,7 @@ def evaluate(problem: Problem, reg: Regularizer, u: np.ndarray, reference: Probl
     for (b, start, stop), plan, red in zip(blocks, plans, reduced):
         if plan is not None and _dense_block(b, p, coef, plan[0], plan[1], red, problem, sums):
             continue
-        _edges(problem, reg, un, sums, int(start), int(stop), b)
+        _edges(problem, reg, un, sums, _block_edges(problem, b, int(start), int(stop)))
     free = ~problem.fixed
     var_in, var_out = sums.var_in.copy(), sums.var_out.copy()
     if free.any():
