@@ -38,7 +38,10 @@ def test_reader_matches_networkx(tmp_path_factory, g):
     nx.write_graphml(bio._clean_for_file(g), path)  # networkx's writer, our reader
     data = read_graphml_data(path)
     reference = nx.read_graphml(path)
-    _same_graph(data.to_networkx(), reference)
+    ours = data.to_networkx()
+    assert (ours.number_of_nodes(), ours.number_of_edges()) == (reference.number_of_nodes(),
+                                                                 reference.number_of_edges())
+    _same_graph(ours, reference)
     _same_problem(data.to_problem(), balgraph.compile_network(reference))
 
 

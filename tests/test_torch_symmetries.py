@@ -202,7 +202,7 @@ def brute_force(model: nn.Module, x, extra_groups=()) -> tuple[set, set, set]:
     singles = [(name, part, c) for name, m in model.named_modules() for part, n in _channels(m) for c in range(n)]
     symmetric, keys_of, tested = set(), {}, set()
 
-    def test(group):
+    def try_group(group):
         tested.add(group)
         for lam in LAMBDAS:
             ok, keys = probe.symmetric(group, lam)
@@ -212,7 +212,7 @@ def brute_force(model: nn.Module, x, extra_groups=()) -> tuple[set, set, set]:
         return ok, keys
 
     for s in singles:
-        ok, keys = test(frozenset([s]))
+        ok, keys = try_group(frozenset([s]))
         if not ok:
             keys_of[frozenset([s])] = keys
     while True:  # merge failing groups that fail at the same module input
@@ -243,13 +243,13 @@ def brute_force(model: nn.Module, x, extra_groups=()) -> tuple[set, set, set]:
             members = [g for g in keys_of if g <= m]
             for g in members:
                 del keys_of[g]
-            ok, keys = test(m)
+            ok, keys = try_group(m)
             if not ok:
                 keys_of[m] = keys
     found = set(symmetric)
     for group in extra_groups:
         if group not in tested:
-            test(group)
+            try_group(group)
     return symmetric, found, tested
 
 
