@@ -251,13 +251,11 @@ def evaluate(problem: Problem, reg: Regularizer, u: np.ndarray, reference: Probl
     dense = p is not None and coef is not None and coef > 0
     blocks = list(zip(problem.blocks, problem.block_offsets[:-1], problem.block_offsets[1:]))
     # small host blocks go edge by edge, all together (see _SMALL_BLOCK)
-    small = [k for k, (b, _, _) in enumerate(blocks)
-             if len(blocks) > 1 and b.n_edges <= _SMALL_BLOCK and not is_lazy(b.weight)]
-    if small:
-        parts = [_block_edges(problem, *(blocks[k][i] for i in (0, 1, 2))) for k in small]
+    is_small = [len(blocks) > 1 and b.n_edges <= _SMALL_BLOCK and not is_lazy(b.weight) for b, _, _ in blocks]
+    if any(is_small):
+        parts = [_block_edges(problem, *blk) for blk, small in zip(blocks, is_small) if small]
         _edges(problem, reg, un, sums, tuple(np.concatenate(x) for x in zip(*parts)))
-    done = set(small)
-    blocks = [blk for k, blk in enumerate(blocks) if k not in done]
+        blocks = [blk for blk, small in zip(blocks, is_small) if not small]
     plans: list = [None] * len(blocks)
     for k, (b, _, _) in enumerate(blocks):
         if dense and isinstance(b, DenseBlock) and not _inside_variable(b, problem):

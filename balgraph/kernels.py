@@ -15,7 +15,8 @@ from .backend import module_of as _module
 from .backend import to_host
 
 __all__ = ["logsumexp", "lse", "segment_logsumexp", "scatter_logsumexp", "relative_imbalance", "log_abs",
-           "worst_of_gap", "segment_log_range", "log_range", "power_sums", "power_products", "abs_extremes", "abs_power_into", "nonzero_rows_cols", "CHUNK"]
+           "worst_of_gap", "segment_log_range", "log_range", "power_sums", "power_products", "abs_extremes",
+           "abs_power_into", "nonzero_rows_cols", "CHUNK"]
 
 
 def logsumexp(x) -> float:
@@ -195,6 +196,15 @@ def _chunks(W, chunk: int = CHUNK):
         yield slice(r, min(n_out, r + step))
 
 
+def _extremes(xp, a) -> tuple[float, float, bool]:
+    """``(max, min nonzero, any zero)`` of a non-negative chunk ``a`` (not empty)."""
+    top, least = float(a.max()), float(a.min())
+    if least > 0.0:
+        return top, least, False
+    nz = a > 0
+    return top, float(a.min(where=nz, initial=np.inf) if xp is np else xp.where(nz, a, np.inf).min()), True
+
+
 def abs_extremes(W, chunk: int = CHUNK) -> tuple[float, float]:
     """``(max |w|, min nonzero |w|)`` of a matrix (``(0, inf)`` if all zero), by row chunks.
 
@@ -207,12 +217,9 @@ def abs_extremes(W, chunk: int = CHUNK) -> tuple[float, float]:
     top, low = 0.0, np.inf
     for rows in _chunks(W, chunk):
         a = xp.abs(xp.asarray(W[rows]))
-        if not a.size:
-            continue
-        top = max(top, float(a.max()))
-        nz = a > 0
-        if bool(nz.any()):
-            low = min(low, float(a.min(where=nz, initial=np.inf) if xp is np else xp.where(nz, a, np.inf).min()))
+        if a.size:
+            hi, lo, _ = _extremes(xp, a)
+            top, low = max(top, hi), min(low, lo)
     return top, low
 
 
@@ -233,13 +240,8 @@ def abs_power_into(W, out, p: float, chunk: int = CHUNK) -> tuple[float, float, 
         xp.abs(xp.asarray(W[rows]), out=a)
         if not a.size:
             continue
-        top = max(top, float(a.max()))
-        least = float(a.min())
-        if least == 0.0:
-            zero = True
-            nz = a > 0
-            least = float(a.min(where=nz, initial=np.inf) if xp is np else xp.where(nz, a, np.inf).min())
-        low = min(low, least)
+        hi, lo, has_zero = _extremes(xp, a)
+        top, low, zero = max(top, hi), min(low, lo), zero or has_zero
         with np.errstate(over="ignore", under="ignore"):  # out of comfort: the caller redoes it scaled
             if p == 2.0:
                 xp.multiply(a, a, out=a)

@@ -99,8 +99,8 @@ class _Channels:
         """``log size IN``, ``log size OUT`` of the variables at ``uu = [u, 0]``, and the largest
         ``log |w|`` on their channels.
 
-        With ``active``, also the Jacobian entries of ``F = log OUT − log IN`` off its diagonal
-        (which is ``−2``): ``(rows, cols, values)``, one per edge that sets a size, its value
+        With ``active``, then also the Jacobian entries of ``F = log OUT − log IN`` off its
+        diagonal (which is ``−2``) as ``rows, cols, values``, one per edge that sets a size, its value
         ``∂F_k/∂u_j = ±|w_e| / size`` (``+1`` for a lone absmax edge; in the minmax form the low
         end of a one-signed channel enters with a minus sign). ``cols == n_vars`` marks a fixed end.
         """
@@ -127,10 +127,7 @@ class _Channels:
                 jac.append(self._terms(ext, ends, size))
         if not active:
             return out[0], out[1], largest
-        rows = np.concatenate([r for side in jac for r, _, _ in side])
-        cols = np.concatenate([c for side in jac for _, c, _ in side])
-        vals = np.concatenate([v for side in jac for _, _, v in side])
-        return out[0], out[1], largest, (rows, cols, vals)
+        return (out[0], out[1], largest) + tuple(np.concatenate(x) for x in zip(*(t for side in jac for t in side)))
 
     def _arg(self, other, buf, ext, starts, nonempty, counts) -> np.ndarray:
         """The other end of an edge where each variable's segment reaches ``ext`` (-1: empty)."""
@@ -208,20 +205,23 @@ class MaxBalance(Method):
                 lin, lout, _ = b.log_sizes(uu)
                 uu[b.cols] += 0.5 * (lout - lin)
 
-        def measure(at: np.ndarray, first: bool = False):
-            """The largest relative gap and log-weight at ``at``, and the Newton step from there."""
+        def measure(at: np.ndarray, first: bool = False, active: bool = True):
+            """The largest relative gap and log-weight at ``at``; with ``active``, also ``F`` and
+            the entries of its Jacobian off the diagonal, for :func:`newton_step`."""
             worst, largest = 0.0, unmoved_max
-            F, rows, cols, vals = np.zeros(nv), [], [], []
+            F, jac = np.zeros(nv), []
             for b in blocks:
-                lin, lout, big, (r, c, v) = b.log_sizes(at, active=True)
+                lin, lout, big, *terms = b.log_sizes(at, active=active)
                 if first and np.any(empty := np.isneginf(lin) != np.isneginf(lout)):
                     _refuse_empty_channels(problem, reg, b.cols[empty])
                 worst = max(worst, float(np.max(np.abs(relative_imbalance(lin, lout)), initial=0.0)))
                 largest = max(largest, big)
                 with np.errstate(invalid="ignore"):
                     F[b.cols] = np.where(np.isfinite(lin) & np.isfinite(lout), lout - lin, 0.0)
-                rows.append(r), cols.append(c), vals.append(v)
-            return worst, largest, newton_step(F, *(np.concatenate(x) for x in (rows, cols, vals)))
+                if terms:
+                    jac.append(terms)
+            linear = (F, *(np.concatenate(x) for x in zip(*jac))) if jac else None
+            return worst, largest, linear
 
         def newton_step(F, rows, cols, vals):
             """``−J⁻¹ F``: with the edges that set every size held, F is linear in u (one step is
@@ -240,25 +240,26 @@ class MaxBalance(Method):
 
         # Newton on the piecewise-linear F = log OUT − log IN while it lowers the largest gap, else
         # exact sweeps (CLE's iteration), which always make progress; a refused step waits
-        # 1, 2, 4, ... sweeps before the next try.
-        worst, largest, step = measure(uu, first=True)
+        # 1, 2, 4, ... sweeps before the next try (the Jacobian is only gathered when it is used).
+        worst, largest, linear = measure(uu, first=True)
         sweeps, wait, pause = 0, 0, 1
         try:
             monitor.record(0, largest, worst, 0.0, lambda: uu[:nv].copy())
             while worst > run.tol and sweeps < budget and not monitor.stopped:
                 sweeps += 1
-                if step is not None and wait == 0:
+                step = newton_step(*linear) if linear is not None else None
+                if step is not None:
                     trial = uu.copy()
                     trial[:nv] += step
                     tried = measure(trial)
                     if tried[0] < worst:
-                        uu, (worst, largest, step) = trial, tried
+                        uu, (worst, largest, linear) = trial, tried
                         monitor.record(sweeps, largest, worst, 4.0 * sweeps, lambda: uu[:nv].copy())
                         continue
                     wait, pause = pause, 2 * pause
                 sweep()
                 wait = max(wait - 1, 0)
-                worst, largest, step = measure(uu)
+                worst, largest, linear = measure(uu, active=wait == 0)
                 monitor.record(sweeps, largest, worst, 4.0 * sweeps, lambda: uu[:nv].copy())
         finally:
             monitor.close()
