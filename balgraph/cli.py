@@ -43,7 +43,6 @@ from ._cli_report import check_report, print_check
 from .api import solve
 from .solvers import REGISTRY
 from .errors import BalgraphError
-from .progress import progress
 
 __all__ = ["main", "build_parser", "cli_message", "json_safe"]
 

@@ -11,7 +11,6 @@ computes the same function before and after (scaling invariance, Section 3).
 from __future__ import annotations
 
 import importlib
-import inspect
 import math
 import sys
 import time

@@ -40,7 +40,7 @@ import numpy as np
 from .errors import NetworkError
 from .files.graphml import GraphMLData, Unsupported, check_string_labels, read_graphml_data
 from .files.models import INDEX_SUFFIX, LayerChain, read_layer_chain
-from .model import DenseBlock, Problem, compile_network, problem_graph
+from .model import Problem, compile_network, problem_graph
 
 __all__ = ["FORMATS", "INDEX_SUFFIX", "detect_format", "read_network", "write_network", "read_layers", "write_layers",
            "layers_of", "graph_of", "open_network", "NetworkFile", "read_layer_chain", "LayerChain"]

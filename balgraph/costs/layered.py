@@ -33,10 +33,10 @@ from ..errors import SolverError
 from ..graphs import colouring, symmetric
 from ..kernels import lse, power_sums, segment_logsumexp
 from ..lazy import compute, is_lazy
-from ..model import DenseBlock, Problem
+from ..model import Problem
 from ..regularizers import Regularizer
 from .base import CostModel, Hessian, Point, RangeExceeded, gap_of
-from .batch import make_batches, power_, products
+from .batch import make_batches, products
 from .chunked import power_sums as lazy_power_sums
 from .layersweeps import LayerSweeps
 

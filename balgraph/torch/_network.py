@@ -229,7 +229,6 @@ class TorchNetwork:
         every merged edge (a kernel slice) becomes two parallel edges, its signed largest and
         smallest entry, so that a channel's ``max w − min w`` is that of the tensor's entries.
         """
-        st = self._structure()
         w = self.edge_weights(p)
         # two reductions (NaN propagates through max), not a per-edge mask: once freed, such a
         # mask (a quarter of a float32 model's bytes) stays in the process's heap
